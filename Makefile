@@ -1,0 +1,51 @@
+# `make search DATASET=digits` and `make test` are all a fresh machine needs:
+# the first target that needs it creates .venv and installs the project.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+RUNS_DIR ?= runs
+DASHBOARD_PORT ?= 8080
+MLFLOW_PORT ?= 5000
+
+# Every setting reaches `python -m search` as an environment variable of the same name.
+export DATASET SPACE TRIALS EPOCHS TIMEOUT IMAGE_SIZE STORAGE STUDY RUNS_DIR DATA_DIR \
+       SAMPLER PRUNER SEED LABELS FOLDER MLFLOW_TRACKING_URI
+
+STUDY_STORAGE = $(or $(STORAGE),sqlite:///$(abspath $(RUNS_DIR))/optuna.db)
+TRACKING_STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(RUNS_DIR))/mlflow.db)
+
+.PHONY: install search export evaluate dashboard mlflow test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+search: install
+	$(BIN)/python -m search search
+
+export: install
+	$(BIN)/python -m search export
+
+evaluate: install
+	$(BIN)/python -m search evaluate
+
+dashboard: install
+	$(BIN)/optuna-dashboard --host $(HOST) --port $(DASHBOARD_PORT) $(STUDY_STORAGE)
+
+mlflow: install
+	mkdir -p $(RUNS_DIR)
+	$(BIN)/mlflow ui --host $(HOST) --port $(MLFLOW_PORT) --backend-store-uri $(TRACKING_STORE)
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(RUNS_DIR)

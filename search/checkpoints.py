@@ -1,0 +1,62 @@
+"""Keep the model of the study's best trial so far, and only that one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import optuna
+
+from search.errors import UserError
+
+
+class BestCheckpoint:
+    """``folder/trial-<n>.keras`` for the best complete trial.
+
+    A trial saves its model only when it beats every complete trial so far; older files
+    are deleted only after the new best is recorded as complete in the study (the
+    ``after_trial`` callback), so a crash never leaves the study without its best model.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, trial_number: int) -> Path:
+        return self.folder / f"trial-{trial_number}.keras"
+
+    def offer(self, study: optuna.Study, trial_number: int, value: float, model: keras.Model) -> bool:
+        """Save ``model`` if ``value`` beats the best complete trial; return whether it did."""
+        try:
+            if value <= study.best_value:
+                return False
+        except ValueError:
+            pass  # no complete trial yet
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".trial-{trial_number}.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, self.path(trial_number))
+        return True
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Study callback: once ``trial`` is the recorded best, drop every other checkpoint."""
+        if trial.state != optuna.trial.TrialState.COMPLETE or study.best_trial.number != trial.number:
+            return
+        keep = self.path(trial.number)
+        for other in self.folder.glob("trial-*.keras"):
+            if other != keep:
+                other.unlink(missing_ok=True)
+
+    def best(self, study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
+        """The best complete trial and its model file; UserError when there is none."""
+        try:
+            best = study.best_trial
+        except ValueError:
+            raise UserError(f"study {study.study_name!r} has no complete trial yet; run the search first") from None
+        path = self.path(best.number)
+        if not path.is_file():
+            raise UserError(
+                f"no saved model for trial {best.number}, the best of {study.study_name!r}, in {self.folder} "
+                "(did that trial run with another RUNS_DIR or on another machine?)"
+            )
+        return best, path

@@ -1,0 +1,70 @@
+"""``python -m search [search|export|evaluate]``: every setting is a flag or an environment variable.
+
+Each flag ``--image-size`` also reads ``IMAGE_SIZE`` from the environment (the Makefile
+exports its variables); a flag wins over the variable. Bad input ends with one line on
+stderr and exit status 2; Ctrl-C with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from search.errors import UserError
+
+COMMANDS = ("search", "export", "evaluate")
+# flag name -> (type, help); the environment variable is the upper-case name.
+OPTIONS = {
+    "dataset": (str, "tinyimagenet, cifar10, cifar100, mnist, fashion_mnist, digits or folder"),
+    "space": (str, "search space: cnn (default) or mlp"),
+    "trials": (int, "finished (complete or pruned) trials the study should reach (default 20)"),
+    "epochs": (int, "maximum epochs per trial (default 10)"),
+    "timeout": (float, "stop starting new trials after this many seconds"),
+    "image_size": (int, "resize images to this square size (default: the dataset's own)"),
+    "storage": (str, "SQLAlchemy URL of the study database (default sqlite in RUNS_DIR)"),
+    "study": (str, "study name (default <dataset>-<space>)"),
+    "runs_dir": (str, "where databases, checkpoints and exports live (default ./runs)"),
+    "data_dir": (str, "where datasets are found, downloaded and cached (default ./data)"),
+    "sampler": (str, "tpe (default), random, cmaes or gp"),
+    "pruner": (str, "hyperband (default), median, sha or none"),
+    "seed": (int, "seed for the sampler and per-trial Keras seeds"),
+    "labels": (str, "cifar100 labels: fine (default) or coarse"),
+    "folder": (str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*"),
+    "mlflow_tracking_uri": (str, "MLflow tracking URI (default sqlite in RUNS_DIR)"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not a usage block
+        raise UserError(message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog="python -m search", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", default="search", choices=COMMANDS)
+    for name, (kind, help_text) in OPTIONS.items():
+        env = os.environ.get(name.upper()) or None
+        if env is not None:
+            try:
+                env = kind(env)
+            except ValueError:
+                raise UserError(f"{name.upper()}={env!r} is not a valid {kind.__name__}") from None
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=env, help=help_text)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = None
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        from search import commands
+
+        return getattr(commands, args.command)(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume the study", file=sys.stderr)
+        return 130

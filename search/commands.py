@@ -1,0 +1,164 @@
+"""What each CLI command does: search (then export and evaluate), export, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from search.checkpoints import BestCheckpoint
+from search.datasets import Dataset, DatasetSpec
+from search.errors import UserError
+from search.evaluate import evaluate_model
+from search.export import MODEL_FILE, export_best
+from search.objective import Objective
+from search.progress import Progress
+from search.study import STUDY_KEYS, finished_count, open_study, resolve_settings
+from search.tracking import Tracker, default_tracking_uri
+from spaces import SearchSpace, get_space
+from storage import RunsLayout, default_storage_url, mask_url, open_storage
+
+DEFAULT_TRIALS = 20
+
+
+def _quiet_libraries() -> None:
+    """Our progress lines replace Optuna's and MLflow's per-trial logging."""
+    import logging
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+_quiet_libraries()
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+@dataclass
+class Context:
+    """Everything a command needs, resolved from flags, environment and the study's record."""
+
+    layout: RunsLayout
+    storage_url: str
+    storage: optuna.storages.BaseStorage
+    study_name: str
+    settings: dict
+    exists: bool
+    spec: DatasetSpec
+    space: SearchSpace
+    data_dir: Path
+    tracking_uri: str
+
+    def load_data(self) -> Dataset:
+        return self.spec.load(self.data_dir)
+
+    def open_study(self) -> optuna.Study:
+        return open_study(self.storage, self.study_name, self.settings, self.exists)
+
+    def tracker(self, study: optuna.Study) -> Tracker:
+        local = self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri
+        return Tracker(self.tracking_uri, study, self.settings, self.layout.mlflow_artifacts if local else None)
+
+
+def _context(args: argparse.Namespace, creating: bool) -> Context:
+    layout = RunsLayout(Path(args.runs_dir or "runs"))
+    layout.ensure_writable()
+    storage_url = args.storage or default_storage_url(layout.study_db)
+    storage = open_storage(storage_url)
+    study_name = args.study or (f"{args.dataset}-{args.space or 'cnn'}" if args.dataset else None)
+    if study_name is None:
+        names = optuna.get_all_study_names(storage)
+        if creating or len(names) != 1:
+            raise UserError(f"set DATASET or STUDY (studies in {mask_url(storage_url)}: {', '.join(names) or 'none'})")
+        study_name = names[0]
+    if not creating:
+        names = optuna.get_all_study_names(storage)
+        if study_name not in names:
+            raise UserError(f"no study {study_name!r} in {mask_url(storage_url)} (there: {', '.join(names) or 'none'})")
+    given = {key: getattr(args, key) for key in STUDY_KEYS if getattr(args, key) is not None}
+    settings, exists = resolve_settings(storage, study_name, given)
+    spec = DatasetSpec(settings["dataset"], settings["image_size"], settings["labels"], settings["folder"])
+    space = get_space(settings["space"])
+    space.check_image_size((spec.size, spec.size, 3), settings["space"])
+    tracking_uri = args.mlflow_tracking_uri or default_tracking_uri(layout.mlflow_db)
+    return Context(layout, storage_url, storage, study_name, settings, exists, spec, space,
+                   Path(args.data_dir or "data"), tracking_uri)
+
+
+def search(args: argparse.Namespace) -> int:
+    """Add trials until the study has TRIALS finished ones (or TIMEOUT), then export and evaluate."""
+    trials = DEFAULT_TRIALS if args.trials is None else args.trials
+    if trials < 1:
+        raise UserError(f"TRIALS={trials}: must be at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"EPOCHS={args.epochs}: must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError(f"TIMEOUT={args.timeout}: must be a positive number of seconds")
+    ctx = _context(args, creating=True)
+    data = ctx.load_data()
+    study = ctx.open_study()
+    tracker = ctx.tracker(study)
+    checkpoint = BestCheckpoint(ctx.layout.checkpoints(ctx.study_name))
+    done = finished_count(study)
+    print(f"study {ctx.study_name} in {mask_url(ctx.storage_url)}: {done}/{trials} trials finished | "
+          f"{data.name} {data.image_shape}, {data.num_classes} classes, "
+          f"train {len(data.y_train)} / val {len(data.y_val)} / test {len(data.y_test)}", flush=True)
+    progress = Progress(trials)
+    if done < trials:
+        objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
+                              fixed={**ctx.settings, **ctx.space.settings()}, seed=ctx.settings["seed"])
+        study.optimize(
+            objective, timeout=args.timeout, catch=(Exception,),
+            callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), checkpoint.after_trial,
+                       lambda _, trial: tracker.log_best(trial), progress],
+        )
+    tracker.close()
+    if progress.stopped_because:
+        raise UserError(f"search stopped: {progress.stopped_because}")
+    model_path = _export(ctx, study, tracker, data, checkpoint)
+    result = _evaluate(ctx, tracker, data)
+    best = study.best_trial
+    print(f"\nbest trial {best.number}: val_accuracy {best.value:.4f}")
+    for key, value in best.params.items():
+        print(f"  {key} = {value}")
+    top5 = f", top5 {result['top5']:.4f}" if "top5" in result else ""
+    print(f"exported model: {model_path}")
+    print(f"evaluation:     {model_path.parent / 'evaluation.json'} (test top1 {result['top1']:.4f}{top5}, "
+          f"n_test {result['n_test']})")
+    return 0
+
+
+def _export(ctx: Context, study, tracker, data, checkpoint) -> Path:
+    return export_best(study, checkpoint, ctx.layout.exports(ctx.study_name), tracker, data, ctx.settings)
+
+
+def _evaluate(ctx: Context, tracker: Tracker, data: Dataset) -> dict:
+    model_path = ctx.layout.exports(ctx.study_name) / MODEL_FILE
+    if not model_path.is_file():
+        raise UserError(f"no exported model at {model_path}; run `make export` first")
+    result, files = evaluate_model(model_path, data, model_path.parent)
+    metrics = {f"test_{k}": v for k, v in result.items() if k in ("top1", "top5", "loss", "n_test")}
+    tracker.log_to_parent(metrics, files)
+    return result
+
+
+def export(args: argparse.Namespace) -> int:
+    """Write RUNS_DIR/exports/<study>/model.keras from the best trial and register it in MLflow."""
+    ctx = _context(args, creating=False)
+    study = ctx.open_study()
+    path = _export(ctx, study, ctx.tracker(study), ctx.load_data(), BestCheckpoint(ctx.layout.checkpoints(ctx.study_name)))
+    print(f"exported trial {study.best_trial.number} (val_accuracy {study.best_value:.4f}) to {path}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Score the exported model on the test split: evaluation.json + confusion_matrix.png."""
+    ctx = _context(args, creating=False)
+    study = ctx.open_study()
+    result = _evaluate(ctx, ctx.tracker(study), ctx.load_data())
+    summary = ", ".join(f"{k} {result[k]:.4f}" for k in ("top1", "top5", "loss") if k in result)
+    print(f"{ctx.layout.exports(ctx.study_name) / 'evaluation.json'}: {summary}, n_test {result['n_test']}")
+    return 0

@@ -1,0 +1,85 @@
+"""Datasets: every loader returns uint8 (N, H, W, C) splits, prepared once and memory-mapped after."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.datasets.base import CACHE_VERSION, SPLIT_SEED, Dataset, carve_validation, check_labeled, load_cache, save_cache
+from search.errors import UserError
+
+NATIVE_SIZE = {"tinyimagenet": 64, "cifar10": 32, "cifar100": 32, "mnist": 28, "fashion_mnist": 28, "digits": 8, "folder": 64}
+DATASETS = tuple(NATIVE_SIZE)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Which data, at which size: the whole configuration of a loaded Dataset.
+
+    ``image_size`` None means the dataset's native size; ``labels`` applies to cifar100;
+    ``folder`` is the root of a ``folder`` dataset; ``val_fraction`` of the training data
+    becomes the search's validation split.
+    """
+
+    name: str
+    image_size: int | None = None
+    labels: str = "fine"
+    folder: str | None = None
+    val_fraction: float = 0.1
+
+    def __post_init__(self):
+        if self.name not in NATIVE_SIZE:
+            raise UserError(f"unknown DATASET {self.name!r}; choose one of: {', '.join(DATASETS)}")
+        if self.name == "folder" and not self.folder:
+            raise UserError("DATASET=folder needs FOLDER=<path with train/<class>/ and validation/<class>/>")
+        if self.image_size is not None and self.image_size < 1:
+            raise UserError(f"IMAGE_SIZE={self.image_size} must be a positive number of pixels")
+        if not 0 < self.val_fraction < 0.5:
+            raise UserError(f"val_fraction {self.val_fraction} must be between 0 and 0.5")
+
+    @property
+    def size(self) -> int:
+        return self.image_size or NATIVE_SIZE[self.name]
+
+    def cache_key(self) -> str:
+        variant = self.labels if self.name == "cifar100" else ""
+        if self.name == "folder":
+            from search.datasets.folder import fingerprint
+
+            root = Path(self.folder).resolve()
+            variant = hashlib.sha1(f"{root}|{fingerprint(root)}".encode()).hexdigest()[:12]
+        return f"{self.name}{'-' + variant if variant else ''}-{self.size}px-val{self.val_fraction}-s{SPLIT_SEED}-v{CACHE_VERSION}"
+
+    def load(self, data_dir: Path) -> Dataset:
+        """The splits from the cache in ``data_dir/cache``, preparing and caching them first if needed."""
+        if self.name == "folder" and not Path(self.folder).is_dir():
+            raise UserError(f"FOLDER {self.folder} is not a directory")
+        cache = Path(data_dir) / "cache" / self.cache_key()
+        dataset = load_cache(cache)
+        if dataset is None:
+            labeled = self._prepare(Path(data_dir))
+            check_labeled(labeled, self.name)
+            save_cache(carve_validation(labeled, self.name, self.val_fraction), cache)
+            dataset = load_cache(cache)
+        return dataset
+
+    def _prepare(self, data_dir: Path):
+        from search.datasets.images import resize_images
+
+        if self.name == "tinyimagenet":
+            from search.datasets.tinyimagenet import load_tinyimagenet
+
+            return load_tinyimagenet(data_dir, self.size)
+        if self.name == "folder":
+            from search.datasets.folder import load_folder
+
+            return load_folder(Path(self.folder), self.size)
+        from search.datasets import builtin
+
+        raw = builtin.load_digits() if self.name == "digits" else builtin.load_keras(self.name, self.labels)
+        return type(raw)(resize_images(raw.x_train, self.size), raw.y_train,
+                         resize_images(raw.x_test, self.size), raw.y_test, raw.class_names)
+
+
+__all__ = ["DATASETS", "Dataset", "DatasetSpec", "NATIVE_SIZE"]

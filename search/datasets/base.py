@@ -1,0 +1,126 @@
+"""What every loader returns, the validation carve and the .npy cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from search.errors import UserError
+
+# The validation split is carved with this seed whatever SEED is, so every trial,
+# worker and rerun of a study optimises on the same images.
+SPLIT_SEED = 0
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Labeled:
+    """A loader's raw result: uint8 images (N, H, W, C) and int labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train / validation / test splits of uint8 (N, H, W, C) images with int64 labels.
+
+    The search fits on ``train`` and scores on ``val`` (carved from the training data,
+    stratified, fixed seed); ``test`` is only ever read by evaluation.
+    Arrays may be read-only memory maps of the cache.
+    """
+
+    name: str
+    class_names: list[str]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def check_labeled(data: Labeled, origin: str) -> None:
+    """Raise UserError unless ``data`` has >= 2 classes and well-formed uint8 arrays."""
+    if len(data.class_names) < 2:
+        raise UserError(f"{origin}: found {len(data.class_names)} class, a classifier needs at least 2")
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"{origin}: bad {split} arrays {x.dtype} {x.shape} / {y.shape}")
+
+
+def carve_validation(data: Labeled, name: str, val_fraction: float) -> Dataset:
+    """Split a stratified, seeded validation set off the training data."""
+    counts = np.bincount(data.y_train, minlength=len(data.class_names))
+    # At least one validation image per class, so stratification is possible.
+    n_val = max(len(data.class_names), int(round(val_fraction * len(data.y_train))))
+    if counts.min() < 2 or n_val > len(data.y_train) - len(data.class_names):
+        raise UserError(
+            f"{name}: too few training images to carve a validation split "
+            f"(smallest class has {counts.min()}, need 2 per class)"
+        )
+    train_idx, val_idx = train_test_split(
+        np.arange(len(data.y_train)), test_size=n_val, stratify=data.y_train, random_state=SPLIT_SEED
+    )
+    train_idx.sort()
+    val_idx.sort()
+    return Dataset(
+        name=name,
+        class_names=list(data.class_names),
+        x_train=data.x_train[train_idx],
+        y_train=data.y_train[train_idx].astype(np.int64),
+        x_val=data.x_train[val_idx],
+        y_val=data.y_train[val_idx].astype(np.int64),
+        x_test=data.x_test,
+        y_test=data.y_test.astype(np.int64),
+    )
+
+
+_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def save_cache(dataset: Dataset, folder: Path) -> None:
+    """Write the splits as .npy files; atomic, so a killed run never leaves half a cache."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        for key in _ARRAYS:
+            np.save(tmp / f"{key}.npy", getattr(dataset, key))
+        (tmp / "meta.json").write_text(json.dumps({"name": dataset.name, "class_names": dataset.class_names}))
+        if folder.exists() and not (folder / "meta.json").is_file():
+            shutil.rmtree(folder)  # left half-written by a killed run
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished the same cache first
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_cache(folder: Path) -> Dataset | None:
+    """The cached splits as read-only memory maps, or None when there is no complete cache."""
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        return None
+    info = json.loads(meta.read_text())
+    arrays = {key: np.load(folder / f"{key}.npy", mmap_mode="r") for key in _ARRAYS}
+    return Dataset(name=info["name"], class_names=info["class_names"], **arrays)

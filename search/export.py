@@ -1,0 +1,53 @@
+"""Export the best trial's model and register it in the MLflow model registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from importlib.metadata import version
+
+import keras
+import mlflow
+import numpy as np
+import optuna
+
+from search.checkpoints import BestCheckpoint
+from search.datasets import Dataset
+from search.tracking import Tracker
+
+MODEL_FILE = "model.keras"
+INFO_FILE = "model.json"
+
+
+def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, tracker: Tracker,
+                data: Dataset, settings: dict) -> Path:
+    """Copy the best trial's model to ``out_dir/model.keras`` and register it.
+
+    Also writes ``model.json`` (trial, value, params, class names, input shape, study
+    settings), so the file can be used without the study. The registered model is named
+    after the study; each export is a new version.
+    """
+    best, source = checkpoint.best(study)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / MODEL_FILE
+    shutil.copyfile(source, target)
+    info = {
+        "study": study.study_name, "trial": best.number, "val_accuracy": best.value, "params": best.params,
+        "settings": settings, "class_names": data.class_names, "input_shape": list(data.image_shape),
+        "input_dtype": "uint8",
+    }
+    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
+    model = keras.saving.load_model(target, compile=False)
+    sample = np.asarray(data.x_test[:2])
+    signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
+    # Naming the requirements skips MLflow's import-tracing inference (~10 s a call).
+    backend = keras.backend.backend()  # the distribution is named like the backend
+    requirements = [f"keras=={version('keras')}", f"{backend}=={version(backend)}"]
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    with mlflow.start_run(run_id=tracker.parent_run_id):
+        mlflow.log_artifact(str(out_dir / INFO_FILE), artifact_path="export")
+        mlflow.keras.log_model(model, name="model", registered_model_name=study.study_name,
+                               signature=signature, pip_requirements=requirements)
+    return target

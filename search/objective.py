@@ -1,0 +1,63 @@
+"""The Optuna objective: a trial builds a model from its space, trains it, and is tracked."""
+
+from __future__ import annotations
+
+import gc
+import io
+
+import keras
+import optuna
+
+from search.checkpoints import BestCheckpoint
+from search.datasets import Dataset
+from search.progress import FAIL_REASON_ATTR
+from search.tracking import Tracker
+from search.training import train
+from spaces import SearchSpace
+
+
+def model_summary(model: keras.Model) -> str:
+    out = io.StringIO()
+    model.summary(print_fn=lambda line, **_: out.write(line + "\n"))
+    return out.getvalue()
+
+
+class Objective:
+    """Callable for ``study.optimize``: returns a trial's best validation accuracy.
+
+    Every trial gets an MLflow child run whose final state mirrors the Optuna state
+    (complete, pruned, failed). ``seed`` (when set) seeds Keras per trial with
+    ``seed + trial.number``. The Keras session is cleared after every trial, so memory
+    does not grow with the number of trials.
+    """
+
+    def __init__(self, space: SearchSpace, data: Dataset, epochs: int, tracker: Tracker,
+                 checkpoint: BestCheckpoint, fixed: dict, seed: int | None = None):
+        self.space, self.data, self.epochs = space, data, epochs
+        self.tracker, self.checkpoint, self.fixed, self.seed = tracker, checkpoint, fixed, seed
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        if self.seed is not None:
+            keras.utils.set_random_seed(self.seed + trial.number)
+        run = self.tracker.trial_run(trial, self.fixed)
+        try:
+            candidate = self.space.build(trial, self.data.image_shape, self.data.num_classes)
+            run.log_params(trial.params)
+            run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
+            value = train(candidate, self.data, self.epochs, trial, run)
+            if self.checkpoint.offer(trial.study, trial.number, value, candidate.model):
+                run.client.set_tag(run.run_id, "best_so_far", "true")
+        except optuna.TrialPruned:
+            run.finish(trial, "PRUNED")
+            raise
+        except BaseException as exc:
+            reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            run.finish(trial, "FAIL", reason=reason)
+            raise
+        else:
+            run.finish(trial, "COMPLETE")
+            return value
+        finally:
+            keras.backend.clear_session()
+            gc.collect()

@@ -1,0 +1,43 @@
+"""One line per finished trial: its state and value, the best so far and the count."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import optuna
+
+from search.study import finished_count
+
+FAIL_REASON_ATTR = "fail_reason"
+
+
+class Progress:
+    """Study callback printing the search's progress; also stops the search after
+    ``max_consecutive_failures`` failed trials in a row (``stopped_because`` says why)."""
+
+    def __init__(self, target: int, max_consecutive_failures: int = 5, stream=sys.stdout):
+        self.target, self.max_failures, self.stream = target, max_consecutive_failures, stream
+        self.started = time.perf_counter()
+        self.failures_in_a_row = 0
+        self.stopped_because: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        state = trial.state.name
+        value = f"val_accuracy {trial.value:.4f}" if trial.value is not None else ""
+        if trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
+            step = max(trial.intermediate_values)
+            value = f"pruned after epoch {step + 1} at {trial.intermediate_values[step]:.4f}"
+        if trial.state == optuna.trial.TrialState.FAIL:
+            value = trial.user_attrs.get(FAIL_REASON_ATTR, "")
+        try:
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "no complete trial yet"
+        elapsed = time.perf_counter() - self.started
+        print(f"[trial {trial.number}] {state:<8} {value}  | {best} | "
+              f"{finished_count(study)}/{self.target} done, {elapsed:.0f}s", file=self.stream, flush=True)
+        self.failures_in_a_row = self.failures_in_a_row + 1 if state == "FAIL" else 0
+        if self.failures_in_a_row >= self.max_failures:
+            self.stopped_because = f"{self.failures_in_a_row} trials failed in a row, the last with: {value}"
+            study.stop()

@@ -1,0 +1,97 @@
+"""The Optuna study: its recorded settings, sampler and pruner."""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from search.errors import UserError
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp")
+PRUNERS = ("hyperband", "median", "sha", "none")
+# What a study is: fixed when it is created, recorded in its user attrs, and the same for
+# every process that later adds trials to it.
+STUDY_KEYS = ("dataset", "image_size", "labels", "folder", "space", "epochs", "sampler", "pruner", "seed")
+DEFAULTS = {"image_size": None, "labels": "fine", "folder": None, "space": "cnn", "epochs": 10,
+            "sampler": "tpe", "pruner": "hyperband", "seed": None}
+SETTINGS_ATTR = "settings"
+OBJECTIVE = "val_accuracy"
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        # CMA-ES handles the numeric params; categorical ones fall back to random sampling.
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        try:
+            import torch  # noqa: F401  (GPSampler needs it)
+        except ImportError:
+            raise UserError("SAMPLER=gp needs PyTorch: pip install '.[gp]' (or torch) first") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    raise UserError(f"unknown SAMPLER {name!r}; choose one of: {', '.join(SAMPLERS)}")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """Pruners act on the per-epoch validation accuracy; a step is one epoch."""
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise UserError(f"unknown PRUNER {name!r}; choose one of: {', '.join(PRUNERS)}")
+
+
+def resolve_settings(storage: optuna.storages.BaseStorage, study_name: str, given: dict) -> tuple[dict, bool]:
+    """The study's settings and whether the study already exists.
+
+    ``given`` holds only what the user set. A new study takes ``DEFAULTS`` updated with
+    it; an existing one keeps what it recorded, and a given value that contradicts the
+    record is a UserError (so a study never mixes trials of different settings).
+    """
+    try:
+        existing = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        settings = {**DEFAULTS, **{k: v for k, v in given.items() if k in STUDY_KEYS}}
+        if not settings.get("dataset"):
+            raise UserError("DATASET is required for a new study")
+        return settings, False
+    recorded = existing.user_attrs.get(SETTINGS_ATTR)
+    if recorded is None:
+        raise UserError(f"study {study_name!r} was not created by this tool (no recorded settings)")
+    for key, value in given.items():
+        if key in STUDY_KEYS and value is not None and value != recorded.get(key):
+            raise UserError(
+                f"study {study_name!r} was created with {key.upper()}={recorded.get(key)}, not {value}; "
+                "drop the setting to join it, or pick a new STUDY name"
+            )
+    return recorded, True
+
+
+def open_study(storage: optuna.storages.BaseStorage, study_name: str, settings: dict, exists: bool) -> optuna.Study:
+    """Create (recording ``settings``) or load the study, with its sampler and pruner."""
+    sampler = make_sampler(settings["sampler"], settings["seed"])
+    pruner = make_pruner(settings["pruner"], settings["epochs"])
+    study = optuna.create_study(
+        study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
+        direction="maximize", load_if_exists=True,
+    )
+    if not exists:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, only names the dashboard's axis
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE])
+        study.set_user_attr(SETTINGS_ATTR, settings)
+    return study
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that count towards TRIALS: complete and pruned ones."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))

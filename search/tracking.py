@@ -1,0 +1,162 @@
+"""MLflow tracking: one parent run per study, one nested child run per trial.
+
+optuna-integration's MLflowCallback is not used: it creates a trial's run only after the
+trial has finished (no live per-epoch curves, nothing for a trial that dies) and nests
+runs only under an active run of the same process. Here the parent run's id lives in the
+study's user attrs and children point at it with the ``mlflow.parentRunId`` tag, so
+nesting holds across processes and machines.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from mlflow.entities import Metric, Param, RunStatus  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+RUN_ID_ATTR = "mlflow_run_id"
+_STATUS = {"COMPLETE": RunStatus.FINISHED, "PRUNED": RunStatus.KILLED, "FAIL": RunStatus.FAILED}
+
+
+def default_tracking_uri(mlflow_db: Path) -> str:
+    return f"sqlite:///{mlflow_db.resolve()}"
+
+
+class Tracker:
+    """The MLflow side of one study (an experiment named after it, holding its parent run).
+
+    ``artifact_root`` is where a new experiment keeps artifacts when the tracking store
+    is local; None lets a tracking server choose.
+    """
+
+    def __init__(self, tracking_uri: str, study: optuna.Study, settings: dict, artifact_root: Path | None = None):
+        self.client = MlflowClient(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.study = study
+        self.settings = settings
+        experiment = self.client.get_experiment_by_name(study.study_name)
+        if experiment is None:
+            location = (artifact_root / study.study_name).resolve().as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(study.study_name, artifact_location=location)
+        else:
+            self.experiment_id = experiment.experiment_id
+        self.parent_run_id = self._parent_run()
+
+    def _parent_run(self) -> str:
+        run_id = self.study.user_attrs.get(PARENT_RUN_ATTR)
+        if run_id:
+            try:
+                self.client.get_run(run_id)
+                return run_id
+            except MlflowException:
+                pass  # tracking store was reset: start a new parent
+        run = self.client.create_run(
+            self.experiment_id, run_name=self.study.study_name, tags={"optuna.study": self.study.study_name}
+        )
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in self.settings.items()])
+        self.study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
+        return run.info.run_id
+
+    def trial_run(self, trial: optuna.Trial, fixed: dict) -> TrialRun:
+        """A new child run for ``trial``; its id is stored as the trial's user attr."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial.number}",
+            tags={
+                "mlflow.parentRunId": self.parent_run_id,
+                "optuna.study": self.study.study_name,
+                "optuna.trial": str(trial.number),
+            },
+        )
+        trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
+        return TrialRun(self.client, run.info.run_id, fixed)
+
+    def log_best(self, trial: optuna.trial.FrozenTrial) -> None:
+        """Record the study's best value so far on the parent run, one step per trial."""
+        try:
+            best = self.study.best_value
+        except ValueError:
+            return
+        self.client.log_metric(self.parent_run_id, "best_val_accuracy", best, step=trial.number)
+
+    def log_to_parent(self, metrics: dict[str, float], files: list[Path]) -> None:
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(k, float(v), _now(), 0) for k, v in metrics.items()])
+        for path in files:
+            self.client.log_artifact(self.parent_run_id, str(path), artifact_path="evaluation")
+
+    def close(self) -> None:
+        self.client.set_terminated(self.parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class TrialRun:
+    """One trial's MLflow run: params, per-epoch metrics, model info, final state."""
+
+    def __init__(self, client: MlflowClient, run_id: str, fixed: dict):
+        self.client, self.run_id, self.fixed = client, run_id, fixed
+        self.curves: dict[str, list[tuple[int, float]]] = {}
+        self._params_logged = False
+
+    def log_params(self, sampled: dict) -> None:
+        """Log the trial's sampled params plus the fixed settings (once)."""
+        clash = set(sampled) & set(self.fixed)
+        if clash:
+            raise ValueError(f"sampled params shadow fixed settings: {sorted(clash)}")
+        params = {**self.fixed, **sampled}
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self._params_logged = True
+
+    def log_epoch(self, step: int, metrics: dict[str, float]) -> None:
+        finite = {k: float(v) for k, v in metrics.items() if v is not None}
+        timestamp = _now()
+        self.client.log_batch(
+            self.run_id,
+            metrics=[Metric(k, v if math.isfinite(v) else float("nan"), timestamp, step) for k, v in finite.items()],
+        )
+        for key, value in finite.items():
+            self.curves.setdefault(key, []).append((step, value))
+
+    def log_model_info(self, param_count: int, summary: str) -> None:
+        self.client.log_metric(self.run_id, "param_count", param_count)
+        self.client.log_text(self.run_id, summary, "model_summary.txt")
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), _now(), 0) for k, v in metrics.items()])
+
+    def finish(self, trial: optuna.Trial, state: str, reason: str | None = None) -> None:
+        """Log whatever is still missing, the learning curves and the final state."""
+        if not self._params_logged:
+            self.log_params(trial.params)
+        if self.curves:
+            self.client.log_figure(self.run_id, self._learning_curves(), "learning_curves.png")
+        self.client.set_tag(self.run_id, "optuna.state", state)
+        if reason:
+            self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
+        self.client.set_terminated(self.run_id, RunStatus.to_string(_STATUS[state]))
+
+    def _learning_curves(self):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, kind in zip(axes, ("loss", "accuracy")):
+            for key in (kind, f"val_{kind}"):
+                points = self.curves.get(key, [])
+                if points:
+                    steps, values = zip(*points)
+                    ax.plot([s + 1 for s in steps], values, marker="o", label=key)
+            ax.set_xlabel("epoch")
+            ax.set_title(kind)
+            ax.legend()
+        fig.tight_layout()
+        plt.close(fig)
+        return fig

@@ -1,0 +1,68 @@
+"""Hand-built convolutional networks: conv blocks, then a dense head."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import optuna
+from keras import layers
+
+from spaces.base import Candidate, SearchSpace
+from spaces.common import augment, compile_classifier, image_input
+
+ACTIVATIONS = ("relu", "elu", "gelu", "swish")
+
+
+def dense_head(trial: optuna.Trial, x, num_classes: int, activation: str):
+    """0-3 dense layers, constant width or a halving pyramid, with dropout; softmax output."""
+    depth = trial.suggest_int("head_layers", 0, 3)
+    if depth:
+        units = trial.suggest_categorical("head_units", [64, 128, 256, 512])
+        shape = trial.suggest_categorical("head_shape", ["constant", "pyramid"]) if depth > 1 else "constant"
+        dropout = trial.suggest_float("head_dropout", 0.0, 0.5)
+        for i in range(depth):
+            x = layers.Dense(units // 2**i if shape == "pyramid" else units, activation=activation)(x)
+            x = layers.Dropout(dropout)(x)
+    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+
+
+@dataclass
+class CNNSpace(SearchSpace):
+    """Conv blocks (each halves the resolution) + a dense head.
+
+    ``max_blocks`` caps the depth; the image size caps it further so the last
+    block still sees at least 2x2 pixels.
+    """
+
+    max_blocks: int = 4
+    min_image_size = 8
+
+    def build(self, trial, image_shape, num_classes) -> Candidate:
+        inputs, x = image_input(image_shape)
+        x = augment(trial, x)
+        size_cap = max(1, int(math.log2(min(image_shape[:2]))) - 1)
+        n_blocks = trial.suggest_int("conv_blocks", 1, min(self.max_blocks, size_cap))
+        filters = trial.suggest_categorical("filters", [16, 32, 64])
+        growth = trial.suggest_categorical("filter_growth", [1.0, 1.5, 2.0])
+        kernel = trial.suggest_categorical("kernel_size", [3, 5, 7])
+        convs = trial.suggest_int("convs_per_block", 1, 2)
+        batch_norm = trial.suggest_categorical("batch_norm", [False, True])
+        pooling = trial.suggest_categorical("pooling", ["max", "avg"])
+        dropout = trial.suggest_float("block_dropout", 0.0, 0.5)
+        activation = trial.suggest_categorical("activation", ACTIVATIONS)
+        for block in range(n_blocks):
+            width = min(512, int(filters * growth**block))
+            for _ in range(convs):
+                x = layers.Conv2D(width, kernel, padding="same", use_bias=not batch_norm)(x)
+                if batch_norm:
+                    x = layers.BatchNormalization()(x)
+                x = layers.Activation(activation)(x)
+            x = (layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D)(2)(x)
+            x = layers.Dropout(dropout)(x)
+        global_pool = trial.suggest_categorical("head_pooling", ["gap", "flatten"])
+        x = layers.GlobalAveragePooling2D()(x) if global_pool == "gap" else layers.Flatten()(x)
+        outputs = dense_head(trial, x, num_classes, activation)
+        model = keras.Model(inputs, outputs, name="cnn")
+        return Candidate(model, compile_classifier(trial, model))

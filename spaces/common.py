@@ -1,0 +1,73 @@
+"""Pieces every space samples the same way: input, augmentation, optimizer and loss."""
+
+from __future__ import annotations
+
+import keras
+import optuna
+from keras import layers, ops
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+BATCH_SIZES = (32, 64, 128, 256)
+
+
+def image_input(image_shape: tuple[int, int, int]) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """A uint8 input and the same images rescaled to floats in [0, 1]."""
+    inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
+    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+
+
+def augment(trial: optuna.Trial, x: keras.KerasTensor) -> keras.KerasTensor:
+    """Sampled random flip / rotation / zoom / translation; active in training only."""
+    if trial.suggest_categorical("aug_flip", [False, True]):
+        x = layers.RandomFlip("horizontal")(x)
+    rotation = trial.suggest_categorical("aug_rotation", [0.0, 0.05, 0.1, 0.2])
+    if rotation:
+        x = layers.RandomRotation(rotation)(x)
+    zoom = trial.suggest_categorical("aug_zoom", [0.0, 0.1, 0.2])
+    if zoom:
+        x = layers.RandomZoom(zoom)(x)
+    translation = trial.suggest_categorical("aug_translation", [0.0, 0.05, 0.1])
+    if translation:
+        x = layers.RandomTranslation(translation, translation)(x)
+    return x
+
+
+def make_optimizer(trial: optuna.Trial) -> keras.optimizers.Optimizer:
+    """Sampled optimizer, log-uniform learning rate and weight decay; momentum for SGD only."""
+    name = trial.suggest_categorical("optimizer", OPTIMIZERS)
+    lr = trial.suggest_float("learning_rate", 1e-4, 3e-2, log=True)
+    weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    if name == "sgd":
+        momentum = trial.suggest_float("momentum", 0.8, 0.99)
+        return keras.optimizers.SGD(lr, momentum=momentum, weight_decay=weight_decay)
+    cls = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "adamw": keras.optimizers.AdamW}[name]
+    return cls(lr, weight_decay=weight_decay)
+
+
+@keras.saving.register_keras_serializable(package="imgsearch")
+class SparseCrossentropyWithSmoothing(keras.losses.Loss):
+    """Sparse categorical cross-entropy with label smoothing.
+
+    Written here because Keras 3's SparseCategoricalCrossentropy has no
+    ``label_smoothing`` and the datasets keep integer labels.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "sparse_crossentropy_smoothed", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        one_hot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def compile_classifier(trial: optuna.Trial, model: keras.Model) -> int:
+    """Compile ``model`` with the sampled optimizer and label smoothing; return the sampled batch size."""
+    optimizer = make_optimizer(trial)
+    smoothing = trial.suggest_float("label_smoothing", 0.0, 0.2)
+    model.compile(optimizer=optimizer, loss=SparseCrossentropyWithSmoothing(smoothing), metrics=["accuracy"])
+    return trial.suggest_categorical("batch_size", BATCH_SIZES)

@@ -1,0 +1,34 @@
+"""Build the Optuna storage for a SQLAlchemy URL."""
+
+from __future__ import annotations
+
+import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from search.errors import UserError
+from storage.urls import check_url, mask_url
+
+# Seconds a SQLite writer waits for another process's lock before failing.
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage on ``url``; creates the schema on first use.
+
+    Raises UserError (password masked) when the URL is malformed or the database
+    cannot be reached.
+    """
+    check_url(url)
+    engine_kwargs: dict = {"pool_pre_ping": True}
+    if make_url(url).get_backend_name() == "sqlite":
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except (SQLAlchemyError, OSError) as exc:
+        parsed = make_url(url)
+        where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
+        if parsed.get_backend_name() == "sqlite":
+            where = parsed.database or "memory"
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise UserError(f"cannot open study storage {mask_url(url)} ({where}): {reason}") from None

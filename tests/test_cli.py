@@ -1,0 +1,134 @@
+"""The command line: a full search / resume / export / evaluate round trip, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+from search.cli import main
+from storage import default_storage_url
+
+
+def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args], cwd=REPO, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_search_resume_export_evaluate(runs_env):
+    env = {**runs_env, "DATASET": "digits", "SPACE": "mlp", "TRIALS": "2", "EPOCHS": "2", "SEED": "0"}
+    first = run_cli(env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "best trial" in first.stdout and "exports/digits-mlp/model.keras" in first.stdout
+
+    second = run_cli({**env, "TRIALS": "3"})  # resumes: adds exactly one trial
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2/3 trials finished" in second.stdout
+
+    runs = Path(runs_env["RUNS_DIR"])
+    study = optuna.load_study(study_name="digits-mlp", storage=default_storage_url(runs / "optuna.db"))
+    finished = [t for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"]
+    assert len(finished) == 3
+    assert study.user_attrs["settings"]["epochs"] == 2
+
+    client = MlflowClient(default_storage_url(runs / "mlflow.db"))
+    experiment = client.get_experiment_by_name("digits-mlp")
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == 3
+    assert {int(r.data.tags["optuna.trial"]) for r in children} == {0, 1, 2}
+    assert all(r.data.metrics.get("val_accuracy") is not None for r in children)
+
+    export_dir = runs / "exports" / "digits-mlp"
+    evaluation = json.loads((export_dir / "evaluation.json").read_text())
+    assert {"top1", "top5", "loss", "n_test", "per_class_accuracy"} <= set(evaluation)
+    assert evaluation["n_test"] == 360 and evaluation["top1"] > 0.5
+    assert (export_dir / "confusion_matrix.png").stat().st_size > 1000
+    parent_run = client.get_run(parent)
+    assert parent_run.data.metrics["test_top1"] == pytest.approx(evaluation["top1"])
+    versions = client.search_model_versions("name = 'digits-mlp'")
+    assert len(versions) == 2  # one registered version per export
+
+    # The exported model takes raw uint8 images and reproduces the evaluation.
+    import keras
+
+    from search.datasets import DatasetSpec
+
+    data = DatasetSpec("digits").load(Path(runs_env["DATA_DIR"]))
+    model = keras.saving.load_model(export_dir / "model.keras", compile=False)
+    predicted = model.predict(np.asarray(data.x_test), verbose=0).argmax(axis=1)
+    assert float((predicted == data.y_test).mean()) == pytest.approx(evaluation["top1"])
+
+    # export / evaluate on their own, the study found without DATASET (only one in storage).
+    for var in ("DATASET", "SPACE"):
+        os.environ.pop(var, None)
+    (export_dir / "evaluation.json").unlink()
+    assert main(["export"]) == 0 and main(["evaluate"]) == 0
+    assert json.loads((export_dir / "evaluation.json").read_text())["top1"] == pytest.approx(evaluation["top1"])
+
+
+def test_bad_input_via_a_real_process_is_one_line(runs_env):
+    result = run_cli(runs_env, "--dataset", "imagenet")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown DATASET 'imagenet'")
+    assert "Traceback" not in result.stderr
+
+
+BAD_INPUTS = [
+    (["--dataset", "imagenet"], "unknown DATASET 'imagenet'"),
+    (["--dataset", "digits", "--space", "resnet"], "unknown SPACE 'resnet'"),
+    (["--dataset", "digits", "--sampler", "bayes"], "unknown SAMPLER 'bayes'"),
+    (["--dataset", "digits", "--pruner", "always"], "unknown PRUNER 'always'"),
+    (["--dataset", "digits", "--trials", "0"], "TRIALS=0: must be at least 1"),
+    (["--dataset", "digits", "--trials", "-3"], "TRIALS=-3: must be at least 1"),
+    (["--dataset", "digits", "--epochs", "0"], "EPOCHS=0: must be at least 1"),
+    (["--dataset", "digits", "--trials", "many"], "invalid int value: 'many'"),
+    (["--dataset", "digits", "--storage", "nonsense"], "is not a database URL"),
+    (["--dataset", "digits", "--storage", "postgresql://u:pw@127.0.0.1:1/x"], "127.0.0.1:1"),
+    (["--dataset", "digits", "--image-size", "4"], "IMAGE_SIZE=4 is below 8"),
+    (["--dataset", "folder"], "DATASET=folder needs FOLDER"),
+    (["export"], "no study"),
+    (["search"], "set DATASET or STUDY"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_creates_no_study(runs_env, capsys, argv, message):
+    if argv == ["export"]:
+        argv = ["export", "--study", "missing"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert "pw@" not in err
+    db = Path(runs_env["RUNS_DIR"]) / "optuna.db"
+    if db.exists():
+        assert optuna.get_all_study_names(default_storage_url(db)) == []
+
+
+def test_bad_env_value_is_one_line(runs_env, monkeypatch, capsys):
+    monkeypatch.setenv("EPOCHS", "ten")
+    assert main(["--dataset", "digits"]) == 2
+    assert capsys.readouterr().err.strip() == "error: EPOCHS='ten' is not a valid int"
+
+
+def test_resume_with_other_settings_is_refused_and_leaves_the_study(runs_env, capsys):
+    from search.study import open_study, resolve_settings
+    from storage import open_storage
+
+    Path(runs_env["RUNS_DIR"]).mkdir()
+    storage = open_storage(default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
+    settings, _ = resolve_settings(storage, "digits-cnn", {"dataset": "digits", "epochs": 3})
+    open_study(storage, "digits-cnn", settings, exists=False)
+    assert main(["--dataset", "digits", "--epochs", "5"]) == 2
+    assert "created with EPOCHS=3, not 5" in capsys.readouterr().err
+    assert optuna.load_study(study_name="digits-cnn", storage=storage).user_attrs["settings"]["epochs"] == 3

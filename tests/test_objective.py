@@ -1,0 +1,113 @@
+"""Real trials on real data: pruning, NaN failures, MLflow nesting, best-model checkpoints."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from search.checkpoints import BestCheckpoint
+from search.datasets import DatasetSpec
+from search.objective import Objective
+from search.study import open_study
+from search.tracking import Tracker, default_tracking_uri
+from spaces import get_space
+from storage import default_storage_url, open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+GOOD = {"layers": 1, "units": 256, "activation": "relu", "batch_norm": False, "dropout": 0.0,
+        "optimizer": "adam", "learning_rate": 3e-3, "weight_decay": 1e-6, "label_smoothing": 0.0, "batch_size": 32}
+BAD = {**GOOD, "optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.8, "units": 64, "batch_size": 256}
+EXPLODING = {**GOOD, "optimizer": "sgd", "learning_rate": 1e8, "momentum": 0.99, "layers": 3, "units": 1024}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return DatasetSpec("digits").load(tmp_path_factory.mktemp("data"))
+
+
+def make_run(tmp_path, data, pruner, epochs=3):
+    storage = open_storage(default_storage_url(tmp_path / "optuna.db"))
+    settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "mlp",
+                "epochs": epochs, "sampler": "tpe", "pruner": "median", "seed": 0}
+    study = open_study(storage, "digits-mlp", settings, exists=False)
+    study.pruner = pruner
+    tracker = Tracker(default_tracking_uri(tmp_path / "mlflow.db"), study, settings, tmp_path / "artifacts")
+    checkpoint = BestCheckpoint(tmp_path / "checkpoints")
+    objective = Objective(get_space("mlp"), data, epochs, tracker, checkpoint, fixed=settings, seed=0)
+    return study, tracker, checkpoint, objective
+
+
+def children(tracker):
+    runs = tracker.client.search_runs(
+        [tracker.experiment_id], f"tags.mlflow.parentRunId = '{tracker.parent_run_id}'", order_by=["start_time ASC"]
+    )
+    return {int(run.data.tags["optuna.trial"]): run for run in runs}
+
+
+def test_median_pruner_prunes_a_bad_trial(tmp_path, digits):
+    study, tracker, checkpoint, objective = make_run(
+        tmp_path, digits, optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    )
+    study.enqueue_trial(GOOD)
+    study.enqueue_trial(BAD)
+    study.optimize(objective, n_trials=2, callbacks=[checkpoint.after_trial])
+    good, bad = study.trials
+    assert good.state == optuna.trial.TrialState.COMPLETE and good.value > 0.8
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    assert max(bad.intermediate_values) < 2  # stopped before the last epoch
+    runs = children(tracker)
+    assert runs[1].info.status == "KILLED" and runs[1].data.tags["optuna.state"] == "PRUNED"
+    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["optuna.state"] == "COMPLETE"
+
+
+def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
+    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=2)
+    study.enqueue_trial(EXPLODING)
+    study.enqueue_trial(GOOD)
+    with pytest.warns(UserWarning, match="out of range"):
+        study.optimize(objective, n_trials=2, catch=(Exception,))
+    failed, complete = study.trials
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "NaN" in failed.user_attrs["fail_reason"]
+    assert complete.state == optuna.trial.TrialState.COMPLETE
+    runs = children(tracker)
+    assert runs[0].info.status == "FAILED" and "NaN" in runs[0].data.tags["failure_reason"]
+
+
+def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, digits):
+    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=2)
+    study.enqueue_trial(GOOD)
+    study.optimize(objective, n_trials=2, callbacks=[checkpoint.after_trial])
+    # A second process attaching to the same study re-uses the parent run.
+    again = Tracker(tracker.tracking_uri, optuna.load_study(study_name=study.study_name, storage=study._storage),
+                    tracker.settings, tmp_path / "artifacts")
+    assert again.parent_run_id == tracker.parent_run_id == study.user_attrs["mlflow_parent_run_id"]
+    runs = children(tracker)
+    assert sorted(runs) == [0, 1]
+    client = MlflowClient(tracker.tracking_uri)
+    for trial in study.trials:
+        run = runs[trial.number]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.data.tags["optuna.study"] == "digits-mlp"
+        expected = {**{k: str(v) for k, v in tracker.settings.items()}, **{k: str(v) for k, v in trial.params.items()}}
+        assert run.data.params == expected
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [0, 1]
+        for key in ("loss", "accuracy", "val_loss", "learning_rate", "param_count", "training_seconds"):
+            assert key in run.data.metrics, key
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"learning_curves.png", "model_summary.txt"} <= artifacts
+
+
+def test_only_the_best_trials_model_is_kept(tmp_path, digits):
+    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    study.enqueue_trial(BAD)
+    study.enqueue_trial(GOOD)
+    study.enqueue_trial(BAD)
+    study.optimize(objective, n_trials=3, callbacks=[checkpoint.after_trial])
+    assert study.best_trial.number == 1
+    assert [p.name for p in checkpoint.folder.glob("*.keras")] == ["trial-1.keras"]
+    best, path = checkpoint.best(study)
+    assert best.number == 1 and path.is_file()

@@ -1,0 +1,94 @@
+"""Every space builds valid, trainable models for many sampled configurations."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from search.errors import UserError
+from spaces import SPACES, get_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.mark.parametrize("space_name", sorted(SPACES))
+@pytest.mark.parametrize("shape", [(8, 8, 1), (32, 32, 3)])
+def test_space_builds_valid_models(space_name, shape):
+    import keras
+
+    space = get_space(space_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        candidate = space.build(trial, shape, 7)
+        model = candidate.model
+        assert model.inputs[0].dtype == "uint8" and tuple(model.inputs[0].shape[1:]) == shape
+        assert tuple(model.outputs[0].shape) == (None, 7)
+        assert candidate.batch_size in (32, 64, 128, 256)
+        seen.add(tuple(sorted(trial.params)))
+        study.tell(trial, 0.5)
+        keras.backend.clear_session()
+    assert len(seen) > 1, "conditional params never changed the sampled set"
+
+
+def test_conditional_params_only_where_they_apply():
+    space = get_space("cnn")
+    for optimizer in ("adam", "sgd"):
+        for head_layers in (0, 1, 2):
+            trial = optuna.trial.FixedTrial({
+                "aug_flip": False, "aug_rotation": 0.0, "aug_zoom": 0.0, "aug_translation": 0.0,
+                "conv_blocks": 1, "filters": 16, "filter_growth": 1.0, "kernel_size": 3, "convs_per_block": 1,
+                "batch_norm": False, "pooling": "max", "block_dropout": 0.1, "activation": "relu",
+                "head_pooling": "gap", "head_layers": head_layers, "head_units": 64, "head_shape": "pyramid",
+                "head_dropout": 0.1, "optimizer": optimizer, "learning_rate": 1e-3, "weight_decay": 1e-4,
+                "momentum": 0.9, "label_smoothing": 0.0, "batch_size": 32,
+            })
+            space.build(trial, (8, 8, 1), 3)
+            assert ("momentum" in trial.params) == (optimizer == "sgd")
+            assert ("head_units" in trial.params) == (head_layers > 0)
+            assert ("head_shape" in trial.params) == (head_layers > 1)
+
+
+def test_sampled_model_trains_and_takes_raw_uint8():
+    space = get_space("cnn")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    candidate = space.build(study.ask(), (16, 16, 3), 3)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (32, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(32) % 3
+    history = candidate.model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    probabilities = candidate.model.predict(x[:4], verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_fixed_trial_replays_the_same_architecture():
+    """trial.params + the space's settings rebuild the model: same layers, same parameter count."""
+    space = get_space("cnn")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    trial = study.ask()
+    original = space.build(trial, (32, 32, 3), 10).model
+    replay = get_space("cnn", **space.settings()).build(optuna.trial.FixedTrial(trial.params), (32, 32, 3), 10).model
+    assert replay.count_params() == original.count_params()
+    assert [type(layer).__name__ for layer in replay.layers] == [type(layer).__name__ for layer in original.layers]
+
+
+def test_label_smoothing_loss_matches_keras_categorical():
+    import keras
+
+    from spaces.common import SparseCrossentropyWithSmoothing
+
+    y_pred = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype="float32")
+    y_true = np.array([0, 2])
+    ours = SparseCrossentropyWithSmoothing(0.1)(y_true, y_pred)
+    reference = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(np.eye(3)[y_true], y_pred)
+    np.testing.assert_allclose(float(ours), float(reference), rtol=1e-5)
+
+
+def test_unknown_space_and_too_small_images():
+    with pytest.raises(UserError, match="unknown SPACE 'resnet'"):
+        get_space("resnet")
+    with pytest.raises(UserError, match="IMAGE_SIZE=4 is below 8"):
+        get_space("cnn").check_image_size((4, 4, 3), "cnn")

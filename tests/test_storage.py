@@ -1,0 +1,62 @@
+"""Optuna storage on a real SQLite file and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import uuid
+
+import optuna
+import pytest
+import sqlalchemy
+
+from search.errors import UserError
+from storage import RunsLayout, default_storage_url, mask_url, open_storage
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _roundtrip(url: str) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=open_storage(url), direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    reloaded = optuna.load_study(study_name=name, storage=open_storage(url))
+    assert len(reloaded.trials) == 3 and reloaded.best_value == study.best_value
+    optuna.delete_study(study_name=name, storage=url)
+
+
+def test_sqlite_file_storage(tmp_path):
+    layout = RunsLayout(tmp_path / "runs")
+    layout.ensure_writable()
+    url = default_storage_url(layout.study_db)
+    _roundtrip(url)
+    assert layout.study_db.is_file()
+
+
+def test_postgresql_storage():
+    try:
+        sqlalchemy.create_engine(POSTGRES).connect().close()
+    except sqlalchemy.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL must be running at 127.0.0.1:5432 (.ci/run starts it): {exc}")
+    _roundtrip(POSTGRES)
+
+
+def test_unreachable_postgresql_names_host_and_port_and_masks_password():
+    with pytest.raises(UserError) as err:
+        open_storage("postgresql://bob:s3cret@127.0.0.1:1/db")
+    message = str(err.value)
+    assert "127.0.0.1:1" in message and "s3cret" not in message and "***" in message
+    assert "\n" not in message
+
+
+def test_malformed_url():
+    with pytest.raises(UserError, match="is not a database URL"):
+        open_storage("not a url")
+
+
+def test_mask_url():
+    assert mask_url("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+
+
+def test_runs_dir_that_cannot_be_created(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot create RUNS_DIR"):
+        RunsLayout(tmp_path / "file" / "runs").ensure_writable()
