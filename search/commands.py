@@ -100,6 +100,9 @@ def search(args: argparse.Namespace) -> int:
     ctx = _context(args, creating=True)
     data = ctx.load_data()
     study = ctx.open_study()
+    if not ctx.exists:
+        for params in ctx.space.initial_params(data.image_shape):
+            study.enqueue_trial(params)
     tracker = ctx.tracker(study)
     checkpoint = BestCheckpoint(ctx.layout.checkpoints(ctx.study_name))
     done = finished_count(study)
@@ -107,15 +110,17 @@ def search(args: argparse.Namespace) -> int:
           f"{data.name} {data.image_shape}, {data.num_classes} classes, "
           f"train {len(data.y_train)} / val {len(data.y_val)} / test {len(data.y_test)}", flush=True)
     progress = Progress(trials)
-    if done < trials:
-        objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
-                              fixed={**ctx.settings, **ctx.space.settings()}, seed=ctx.settings["seed"])
-        study.optimize(
-            objective, timeout=args.timeout, catch=(Exception,),
-            callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), checkpoint.after_trial,
-                       lambda _, trial: tracker.log_best(trial), progress],
-        )
-    tracker.close()
+    try:
+        if done < trials:
+            objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
+                                  fixed={**ctx.settings, **ctx.space.settings()}, seed=ctx.settings["seed"])
+            study.optimize(
+                objective, timeout=args.timeout, catch=(Exception,),
+                callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), checkpoint.after_trial,
+                           lambda _, trial: tracker.log_best(trial), progress],
+            )
+    finally:
+        tracker.close()
     if progress.stopped_because:
         raise UserError(f"search stopped: {progress.stopped_because}")
     model_path = _export(ctx, study, tracker, data, checkpoint)

@@ -46,7 +46,7 @@ class Objective:
             run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
             value = train(candidate, self.data, self.epochs, trial, run)
             if self.checkpoint.offer(trial.study, trial.number, value, candidate.model):
-                run.client.set_tag(run.run_id, "best_so_far", "true")
+                run.set_tag("best_so_far", "true")
         except optuna.TrialPruned:
             run.finish(trial, "PRUNED")
             raise

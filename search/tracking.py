@@ -132,6 +132,9 @@ class TrialRun:
         self.client.log_metric(self.run_id, "param_count", param_count)
         self.client.log_text(self.run_id, summary, "model_summary.txt")
 
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
     def log_metrics(self, metrics: dict[str, float]) -> None:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), _now(), 0) for k, v in metrics.items()])
 
@@ -141,9 +144,9 @@ class TrialRun:
             self.log_params(trial.params)
         if self.curves:
             self.client.log_figure(self.run_id, self._learning_curves(), "learning_curves.png")
-        self.client.set_tag(self.run_id, "optuna.state", state)
+        self.set_tag("optuna.state", state)
         if reason:
-            self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
+            self.set_tag("failure_reason", reason[:5000])
         self.client.set_terminated(self.run_id, RunStatus.to_string(_STATUS[state]))
 
     def _learning_curves(self):

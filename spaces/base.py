@@ -41,6 +41,14 @@ class SearchSpace(abc.ABC):
     def build(self, trial: optuna.Trial, image_shape: tuple[int, int, int], num_classes: int) -> Candidate:
         """Sample this trial's hyperparameters and return the compiled model."""
 
+    def initial_params(self, image_shape: tuple[int, int, int]) -> list[dict]:
+        """Known-good configurations, queued as the first trials of a new study.
+
+        Each dict maps param names to values that ``build`` would accept for images of
+        ``image_shape``; params it leaves out are sampled. The default queues none.
+        """
+        return []
+
     def settings(self) -> dict:
         """The fixed settings of this space (its dataclass fields)."""
         return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}

@@ -10,7 +10,7 @@ import optuna
 from keras import layers
 
 from spaces.base import Candidate, SearchSpace
-from spaces.common import augment, compile_classifier, image_input
+from spaces.common import BN_MOMENTUM, TRAINING_START, augment, compile_classifier, image_input
 
 ACTIVATIONS = ("relu", "elu", "gelu", "swish")
 
@@ -39,25 +39,37 @@ class CNNSpace(SearchSpace):
     max_blocks: int = 4
     min_image_size = 8
 
+    def _block_cap(self, image_shape) -> int:
+        return min(self.max_blocks, max(1, int(math.log2(min(image_shape[:2]))) - 1))
+
+    def initial_params(self, image_shape) -> list[dict]:
+        """A plain VGG-like net: 32 filters doubling per block, batch norm, GAP, one dense layer."""
+        return [{
+            "aug_flip": True, "aug_rotation": 0.0, "aug_zoom": 0.0, "aug_translation": 0.0,
+            "conv_blocks": min(3, self._block_cap(image_shape)), "filters": 32, "filter_growth": 2.0,
+            "kernel_size": 3, "convs_per_block": 1, "batch_norm": True, "pooling": "max", "block_dropout": 0.1,
+            "activation": "relu", "head_pooling": "flatten", "head_layers": 1, "head_units": 128,
+            "head_dropout": 0.3, **TRAINING_START,
+        }]
+
     def build(self, trial, image_shape, num_classes) -> Candidate:
         inputs, x = image_input(image_shape)
         x = augment(trial, x)
-        size_cap = max(1, int(math.log2(min(image_shape[:2]))) - 1)
-        n_blocks = trial.suggest_int("conv_blocks", 1, min(self.max_blocks, size_cap))
+        n_blocks = trial.suggest_int("conv_blocks", 1, self._block_cap(image_shape))
         filters = trial.suggest_categorical("filters", [16, 32, 64])
         growth = trial.suggest_categorical("filter_growth", [1.0, 1.5, 2.0])
         kernel = trial.suggest_categorical("kernel_size", [3, 5, 7])
         convs = trial.suggest_int("convs_per_block", 1, 2)
         batch_norm = trial.suggest_categorical("batch_norm", [False, True])
         pooling = trial.suggest_categorical("pooling", ["max", "avg"])
-        dropout = trial.suggest_float("block_dropout", 0.0, 0.5)
+        dropout = trial.suggest_float("block_dropout", 0.0, 0.3)
         activation = trial.suggest_categorical("activation", ACTIVATIONS)
         for block in range(n_blocks):
             width = min(512, int(filters * growth**block))
             for _ in range(convs):
                 x = layers.Conv2D(width, kernel, padding="same", use_bias=not batch_norm)(x)
                 if batch_norm:
-                    x = layers.BatchNormalization()(x)
+                    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
                 x = layers.Activation(activation)(x)
             x = (layers.MaxPooling2D if pooling == "max" else layers.AveragePooling2D)(2)(x)
             x = layers.Dropout(dropout)(x)

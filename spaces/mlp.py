@@ -9,7 +9,7 @@ from keras import layers
 
 from spaces.base import Candidate, SearchSpace
 from spaces.cnn import ACTIVATIONS
-from spaces.common import compile_classifier, image_input
+from spaces.common import BN_MOMENTUM, TRAINING_START, compile_classifier, image_input
 
 
 @dataclass
@@ -17,6 +17,11 @@ class MLPSpace(SearchSpace):
     """Flatten -> 1..``max_layers`` dense layers (constant or pyramid) -> softmax."""
 
     max_layers: int = 4
+
+    def initial_params(self, image_shape) -> list[dict]:
+        """Two 256-unit relu layers with batch norm and light dropout."""
+        return [{"layers": 2, "units": 256, "shape": "constant", "activation": "relu", "batch_norm": True,
+                 "dropout": 0.2, **TRAINING_START}]
 
     def build(self, trial, image_shape, num_classes) -> Candidate:
         inputs, x = image_input(image_shape)
@@ -30,7 +35,7 @@ class MLPSpace(SearchSpace):
         for i in range(depth):
             x = layers.Dense(max(16, units // 2**i) if shape == "pyramid" else units)(x)
             if batch_norm:
-                x = layers.BatchNormalization()(x)
+                x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
             x = layers.Activation(activation)(x)
             x = layers.Dropout(dropout)(x)
         outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)

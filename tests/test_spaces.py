@@ -92,3 +92,20 @@ def test_unknown_space_and_too_small_images():
         get_space("resnet")
     with pytest.raises(UserError, match="IMAGE_SIZE=4 is below 8"):
         get_space("cnn").check_image_size((4, 4, 3), "cnn")
+
+
+@pytest.mark.parametrize("space_name", sorted(SPACES))
+@pytest.mark.parametrize("shape", [(8, 8, 1), (64, 64, 3)])
+def test_initial_params_are_complete_and_in_range(space_name, shape):
+    """Queued starting points build without sampling anything and without range warnings."""
+    import warnings
+
+    space = get_space(space_name)
+    for params in space.initial_params(shape):
+        study = optuna.create_study()
+        study.enqueue_trial(params)
+        trial = study.ask()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # Optuna warns on out-of-range fixed params
+            space.build(trial, shape, 5)
+        assert trial.params == params

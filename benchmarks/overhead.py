@@ -1,0 +1,136 @@
+"""Benchmark (not a test): prints the figures quoted in the README.
+
+1. per-trial orchestration overhead of our objective (Optuna + SQLite + MLflow child run,
+   per-epoch metrics, learning-curve PNG, checkpoint, Keras session clearing) against bare
+   Optuna running the same training on the same kind of storage;
+2. resident memory after trial 3 vs trial 30 of a search;
+3. Tiny ImageNet (the ../shared sample) first preparation vs cached reload.
+
+Run: `make bench` (or .venv/bin/python benchmarks/overhead.py [--trials N]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import optuna
+import psutil
+
+from search.checkpoints import BestCheckpoint
+from search.datasets import DatasetSpec
+from search.objective import Objective
+from search.study import open_study
+from search.tracking import Tracker, default_tracking_uri
+from spaces import get_space
+from storage import default_storage_url, open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tiny-imagenet-sample.zip"
+FIXED = {"layers": 1, "units": 64, "activation": "relu", "batch_norm": False, "dropout": 0.0, "optimizer": "adam",
+         "learning_rate": 1e-3, "weight_decay": 1e-6, "label_smoothing": 0.0, "batch_size": 128}
+SETTINGS = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "mlp",
+            "epochs": 2, "sampler": "tpe", "pruner": "none", "seed": 0}
+
+
+def ours(root: Path, data, space_name: str, n_trials: int, params: dict | None, on_trial=None) -> float:
+    """Seconds for n_trials through our Objective on a fresh SQLite study + MLflow store."""
+    storage = open_storage(default_storage_url(root / "optuna.db"))
+    settings = {**SETTINGS, "space": space_name}
+    study = open_study(storage, "bench", settings, exists=False)
+    tracker = Tracker(default_tracking_uri(root / "mlflow.db"), study, settings, root / "artifacts")
+    checkpoint = BestCheckpoint(root / "checkpoints")
+    objective = Objective(get_space(space_name), data, settings["epochs"], tracker, checkpoint, fixed=settings, seed=0)
+    for _ in range(n_trials if params else 0):
+        study.enqueue_trial(params)
+    callbacks = [checkpoint.after_trial, lambda _, t: tracker.log_best(t)] + ([on_trial] if on_trial else [])
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=n_trials, callbacks=callbacks, catch=(Exception,))
+    return time.perf_counter() - started
+
+
+def bare(root: Path, data, n_trials: int, params: dict) -> float:
+    """Seconds for the same training with nothing but Optuna (report per epoch) on SQLite."""
+    study = optuna.create_study(storage=default_storage_url(root / "bare.db"), direction="maximize")
+    space = get_space("mlp")
+
+    def objective(trial):
+        candidate = space.build(trial, data.image_shape, data.num_classes)
+        history = candidate.model.fit(data.x_train, data.y_train, batch_size=candidate.batch_size,
+                                      epochs=SETTINGS["epochs"], validation_data=(data.x_val, data.y_val), verbose=0)
+        for step, value in enumerate(history.history["val_accuracy"]):
+            trial.report(value, step)
+        return max(history.history["val_accuracy"])
+
+    for _ in range(n_trials):
+        study.enqueue_trial(params)
+    started = time.perf_counter()
+    study.optimize(objective, n_trials=n_trials)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20, help="trials for the overhead comparison")
+    parser.add_argument("--memory-trials", type=int, default=30)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        data = DatasetSpec("digits").load(tmp / "data")
+        print(f"keras {keras.__version__} ({keras.backend.backend()}), optuna {optuna.__version__}, "
+              f"{psutil.cpu_count()} cores", flush=True)
+
+        # Warm up TensorFlow once so neither side pays first-use costs.
+        bare(tmp / "warm", data, 1, FIXED)
+        t_bare = bare(tmp / "bare", data, args.trials, FIXED)
+        t_ours = ours(tmp / "ours", data, "mlp", args.trials, FIXED)
+        per_bare, per_ours = t_bare / args.trials, t_ours / args.trials
+        print(f"\n1. orchestration overhead, {args.trials} identical trials (mlp on digits, 2 epochs each), SQLite:")
+        print(f"   bare Optuna       {per_bare * 1000:8.0f} ms/trial")
+        print(f"   ours (+MLflow)    {per_ours * 1000:8.0f} ms/trial")
+        print(f"   overhead          {(per_ours - per_bare) * 1000:8.0f} ms/trial ({per_ours / per_bare:.2f}x)", flush=True)
+
+        rss = []
+        process = psutil.Process()
+
+        def record(_study, _trial):
+            gc.collect()
+            rss.append(process.memory_info().rss / 2**20)
+
+        ours(tmp / "memory", data, "cnn", args.memory_trials, None, on_trial=record)
+        print(f"\n2. memory, {args.memory_trials} sampled cnn trials on digits (2 epochs each):")
+        print(f"   RSS after trial 3  {rss[2]:8.0f} MiB")
+        print(f"   RSS after trial {len(rss)} {rss[-1]:8.0f} MiB ({rss[-1] - rss[2]:+.0f} MiB, "
+              f"{rss[-1] / rss[2]:.2f}x)", flush=True)
+
+        if SHARED_ZIP.is_file():
+            print(f"\n3. Tiny ImageNet sample ({SHARED_ZIP.name}: 5,000 train + 500 val JPEGs):")
+            for size in (64, 32):
+                data_dir = tmp / f"ti{size}"
+                data_dir.mkdir()
+                (data_dir / "tiny-imagenet-200.zip").symlink_to(SHARED_ZIP)
+                spec = DatasetSpec("tinyimagenet", image_size=size)
+                started = time.perf_counter()
+                spec.load(data_dir)
+                first = time.perf_counter() - started
+                started = time.perf_counter()
+                cached = spec.load(data_dir)
+                np.asarray(cached.x_train).sum()  # touch every byte of the memory map
+                again = time.perf_counter() - started
+                print(f"   {size} px: first preparation {first:6.2f} s, cached reload (all pages read) "
+                      f"{again:6.3f} s ({first / again:.0f}x faster)")
+        else:
+            print(f"\n3. skipped: {SHARED_ZIP} not found", file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
