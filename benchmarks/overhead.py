@@ -42,6 +42,7 @@ SETTINGS = {"dataset": "digits", "image_size": None, "labels": "fine", "folder":
 
 def ours(root: Path, data, space_name: str, n_trials: int, params: dict | None, on_trial=None) -> float:
     """Seconds for n_trials through our Objective on a fresh SQLite study + MLflow store."""
+    root.mkdir(parents=True)
     storage = open_storage(default_storage_url(root / "optuna.db"))
     settings = {**SETTINGS, "space": space_name}
     study = open_study(storage, "bench", settings, exists=False)
@@ -58,6 +59,7 @@ def ours(root: Path, data, space_name: str, n_trials: int, params: dict | None, 
 
 def bare(root: Path, data, n_trials: int, params: dict) -> float:
     """Seconds for the same training with nothing but Optuna (report per epoch) on SQLite."""
+    root.mkdir(parents=True)
     study = optuna.create_study(storage=default_storage_url(root / "bare.db"), direction="maximize")
     space = get_space("mlp")
 

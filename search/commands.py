@@ -15,7 +15,7 @@ from search.evaluate import evaluate_model
 from search.export import MODEL_FILE, export_best
 from search.objective import Objective
 from search.progress import Progress
-from search.study import STUDY_KEYS, finished_count, open_study, resolve_settings
+from search.study import DEFAULTS, FINISHED_STATES, STUDY_KEYS, finished_count, open_study, resolve_settings
 from search.tracking import Tracker, default_tracking_uri
 from spaces import SearchSpace, get_space
 from storage import RunsLayout, default_storage_url, mask_url, open_storage
@@ -34,7 +34,6 @@ def _quiet_libraries() -> None:
 
 
 _quiet_libraries()
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 @dataclass
@@ -59,8 +58,9 @@ class Context:
         return open_study(self.storage, self.study_name, self.settings, self.exists)
 
     def tracker(self, study: optuna.Study) -> Tracker:
-        local = self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri
-        return Tracker(self.tracking_uri, study, self.settings, self.layout.mlflow_artifacts if local else None)
+        # A tracking server stores artifacts itself; any other store keeps them in RUNS_DIR.
+        served = self.tracking_uri.startswith(("http://", "https://", "databricks"))
+        return Tracker(self.tracking_uri, study, self.settings, None if served else self.layout.mlflow_artifacts)
 
 
 def _context(args: argparse.Namespace, creating: bool) -> Context:
@@ -68,7 +68,7 @@ def _context(args: argparse.Namespace, creating: bool) -> Context:
     layout.ensure_writable()
     storage_url = args.storage or default_storage_url(layout.study_db)
     storage = open_storage(storage_url)
-    study_name = args.study or (f"{args.dataset}-{args.space or 'cnn'}" if args.dataset else None)
+    study_name = args.study or (f"{args.dataset}-{args.space or DEFAULTS['space']}" if args.dataset else None)
     if study_name is None:
         names = optuna.get_all_study_names(storage)
         if creating or len(names) != 1:
@@ -116,7 +116,7 @@ def search(args: argparse.Namespace) -> int:
                                   fixed={**ctx.settings, **ctx.space.settings()}, seed=ctx.settings["seed"])
             study.optimize(
                 objective, timeout=args.timeout, catch=(Exception,),
-                callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED), checkpoint.after_trial,
+                callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED_STATES), checkpoint.after_trial,
                            lambda _, trial: tracker.log_best(trial), progress],
             )
     finally:

