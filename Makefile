@@ -10,7 +10,7 @@ MLFLOW_PORT ?= 5000
 
 # Every setting reaches `python -m search` as an environment variable of the same name.
 export DATASET SPACE TRIALS EPOCHS TIMEOUT IMAGE_SIZE STORAGE STUDY RUNS_DIR DATA_DIR \
-       SAMPLER PRUNER SEED LABELS FOLDER MLFLOW_TRACKING_URI
+       SAMPLER PRUNER SEED LABELS FOLDER MLFLOW_TRACKING_URI TRIALS_PER_PROCESS
 
 STUDY_STORAGE = $(or $(STORAGE),sqlite:///$(abspath $(RUNS_DIR))/optuna.db)
 TRACKING_STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(RUNS_DIR))/mlflow.db)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from search.errors import UserError
+from search.recycle import RestartProcess
 
 COMMANDS = ("search", "export", "evaluate")
 # flag name -> (type, help); the environment variable is the upper-case name.
@@ -33,6 +34,7 @@ OPTIONS = {
     "labels": (str, "cifar100 labels: fine (default) or coarse"),
     "folder": (str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*"),
     "mlflow_tracking_uri": (str, "MLflow tracking URI (default sqlite in RUNS_DIR)"),
+    "trials_per_process": (int, "continue in a fresh process after this many trials (default 25, 0: never)"),
 }
 
 
@@ -62,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         from search import commands
 
         return getattr(commands, args.command)(args)
+    except RestartProcess as restart:
+        again = (sys.argv[1:] if argv is None else list(argv))
+        if restart.timeout_left is not None:
+            again += ["--timeout", str(restart.timeout_left)]  # the last --timeout wins
+        if argv is not None:  # called from Python: carry on in this process
+            return main(again)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "search", *again])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

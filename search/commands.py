@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +16,14 @@ from search.evaluate import evaluate_model
 from search.export import MODEL_FILE, export_best
 from search.objective import Objective
 from search.progress import Progress
+from search.recycle import RestartProcess, TrialBudget
 from search.study import DEFAULTS, FINISHED_STATES, STUDY_KEYS, finished_count, open_study, resolve_settings
 from search.tracking import Tracker, default_tracking_uri
 from spaces import SearchSpace, get_space
 from storage import RunsLayout, default_storage_url, mask_url, open_storage
 
 DEFAULT_TRIALS = 20
+DEFAULT_TRIALS_PER_PROCESS = 25
 
 
 def _quiet_libraries() -> None:
@@ -110,6 +113,9 @@ def search(args: argparse.Namespace) -> int:
           f"{data.name} {data.image_shape}, {data.num_classes} classes, "
           f"train {len(data.y_train)} / val {len(data.y_val)} / test {len(data.y_test)}", flush=True)
     progress = Progress(trials)
+    per_process = DEFAULT_TRIALS_PER_PROCESS if args.trials_per_process is None else args.trials_per_process
+    budget = TrialBudget(per_process)
+    started = time.monotonic()
     try:
         if done < trials:
             objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
@@ -117,12 +123,17 @@ def search(args: argparse.Namespace) -> int:
             study.optimize(
                 objective, timeout=args.timeout, catch=(Exception,),
                 callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED_STATES), checkpoint.after_trial,
-                           lambda _, trial: tracker.log_best(trial), progress],
+                           lambda _, trial: tracker.log_best(trial), progress, budget],
             )
     finally:
         tracker.close()
     if progress.stopped_because:
         raise UserError(f"search stopped: {progress.stopped_because}")
+    left = None if args.timeout is None else args.timeout - (time.monotonic() - started)
+    if budget.exhausted and finished_count(study) < trials and (left is None or left > 0):
+        print(f"{budget.count} trials in this process: continuing in a fresh one (returns TensorFlow's memory)",
+              flush=True)
+        raise RestartProcess(left)
     model_path = _export(ctx, study, tracker, data, checkpoint)
     result = _evaluate(ctx, tracker, data)
     best = study.best_trial

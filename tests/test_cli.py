@@ -27,8 +27,10 @@ def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
 
 def test_search_resume_export_evaluate(runs_env):
     env = {**runs_env, "DATASET": "digits", "SPACE": "mlp", "TRIALS": "2", "EPOCHS": "2", "SEED": "0"}
-    first = run_cli(env)
+    first = run_cli({**env, "TRIALS_PER_PROCESS": "1"})  # the second trial runs in a fresh process
     assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("continuing in a fresh one") == 1
+    assert "0/2 trials finished" in first.stdout and "1/2 trials finished" in first.stdout
     assert "best trial" in first.stdout and "exports/digits-mlp/model.keras" in first.stdout
 
     second = run_cli({**env, "TRIALS": "3"})  # resumes: adds exactly one trial
@@ -130,3 +132,14 @@ def test_resume_with_other_settings_is_refused_and_leaves_the_study(runs_env, ca
     assert main(["--dataset", "digits", "--epochs", "5"]) == 2
     assert "created with EPOCHS=3, not 5" in capsys.readouterr().err
     assert optuna.load_study(study_name="digits-cnn", storage=storage).user_attrs["settings"]["epochs"] == 3
+
+
+def test_in_process_restart_carries_on_with_what_is_left_of_the_timeout(runs_env, capsys):
+    argv = ["--dataset", "digits", "--space", "mlp", "--trials", "2", "--epochs", "1", "--trials-per-process", "1",
+            "--timeout", "3600"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("continuing in a fresh one") == 1 and "1/2 trials finished" in out
+    study = optuna.load_study(study_name="digits-mlp",
+                              storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
+    assert len(study.trials) == 2
