@@ -77,8 +77,16 @@ def resolve_settings(storage: optuna.storages.BaseStorage, study_name: str, give
 
 
 def open_study(storage: optuna.storages.BaseStorage, study_name: str, settings: dict, exists: bool) -> optuna.Study:
-    """Create (recording ``settings``) or load the study, with its sampler and pruner."""
-    sampler = make_sampler(settings["sampler"], settings["seed"])
+    """Create (recording ``settings``) or load the study, with its sampler and pruner.
+
+    With a SEED, the sampler of a resuming process is seeded with SEED + the number of
+    trials so far: still reproducible, but it does not replay the random draws (and so
+    the parameters) of the trials the study already has.
+    """
+    seed = settings["seed"]
+    if seed is not None and exists:
+        seed += storage.get_n_trials(storage.get_study_id_from_name(study_name))
+    sampler = make_sampler(settings["sampler"], seed)
     pruner = make_pruner(settings["pruner"], settings["epochs"])
     study = optuna.create_study(
         study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,

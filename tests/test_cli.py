@@ -42,6 +42,8 @@ def test_search_resume_export_evaluate(runs_env):
     finished = [t for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"]
     assert len(finished) == 3
     assert study.user_attrs["settings"]["epochs"] == 2
+    # Each process seeds its sampler past the trials already drawn: no configuration repeats.
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
 
     client = MlflowClient(default_storage_url(runs / "mlflow.db"))
     experiment = client.get_experiment_by_name("digits-mlp")
