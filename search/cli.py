@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from search.errors import UserError
 from search.recycle import RestartProcess

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import shutil
 import threading
-import zipfile
 from functools import partial
 
 import numpy as np

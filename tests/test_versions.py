@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 from packaging.version import Version
 
@@ -16,7 +14,8 @@ def test_keras_is_below_3_13():
 
 
 def test_autokeras_image_classifier_trains_one_trial(tmp_path):
-    """Builds and fits a real AutoKeras ImageClassifier; KerasTuner needs tensorboard for that."""
+    """Builds and fits a real AutoKeras ImageClassifier: fails with keras >= 3.13, or when
+    tensorboard (imported by every KerasTuner trial under TensorFlow) is missing."""
     import autokeras as ak
 
     rng = np.random.default_rng(0)
@@ -25,4 +24,3 @@ def test_autokeras_image_classifier_trains_one_trial(tmp_path):
     clf = ak.ImageClassifier(max_trials=1, overwrite=True, directory=str(tmp_path), seed=1)
     clf.fit(x, y, epochs=1, validation_split=0.25, verbose=0)
     assert clf.predict(x[:4], verbose=0).shape[0] == 4
-    assert "tensorboard" in sys.modules
