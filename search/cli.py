@@ -18,7 +18,7 @@ COMMANDS = ("search", "export", "evaluate")
 # flag name -> (type, help); the environment variable is the upper-case name.
 OPTIONS = {
     "dataset": (str, "tinyimagenet, cifar10, cifar100, mnist, fashion_mnist, digits or folder"),
-    "space": (str, "search space: cnn (default) or mlp"),
+    "space": (str, "search space: cnn (default), mlp or finetune"),
     "trials": (int, "finished (complete or pruned) trials the study should reach (default 20)"),
     "epochs": (int, "maximum epochs per trial (default 10)"),
     "timeout": (float, "stop starting new trials after this many seconds"),
@@ -32,6 +32,10 @@ OPTIONS = {
     "seed": (int, "seed for the sampler and per-trial Keras seeds"),
     "labels": (str, "cifar100 labels: fine (default) or coarse"),
     "folder": (str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*"),
+    "max_blocks": (int, "cnn: most conv blocks (default 4)"),
+    "backbones": (str, "finetune: backbones or families to choose from, comma-separated (default: all)"),
+    "weights": (str, "finetune: imagenet (default) or none (random initialisation)"),
+    "weights_dir": (str, "finetune: folder of Keras weight files, used instead of downloading"),
     "mlflow_tracking_uri": (str, "MLflow tracking URI (default sqlite in RUNS_DIR)"),
     "trials_per_process": (int, "continue in a fresh process after this many trials (default 25, 0: never)"),
 }

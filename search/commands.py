@@ -17,9 +17,10 @@ from search.export import MODEL_FILE, export_best
 from search.objective import Objective
 from search.progress import Progress
 from search.recycle import RestartProcess, TrialBudget
-from search.study import DEFAULTS, FINISHED_STATES, STUDY_KEYS, finished_count, open_study, resolve_settings
+from search.study import (DEFAULTS, FINISHED_STATES, SPACE_OPTIONS, STUDY_KEYS, finished_count, open_study,
+                          resolve_settings, resolve_space)
 from search.tracking import Tracker, default_tracking_uri
-from spaces import SearchSpace, get_space
+from spaces import SPACES, SearchSpace, space_options
 from storage import RunsLayout, default_storage_url, mask_url, open_storage
 
 DEFAULT_TRIALS = 20
@@ -54,6 +55,11 @@ class Context:
     data_dir: Path
     tracking_uri: str
 
+    @property
+    def params(self) -> dict:
+        """The study's settings and its space's, flat: what every MLflow run logs as fixed params."""
+        return {**{k: v for k, v in self.settings.items() if k != SPACE_OPTIONS}, **self.space.settings()}
+
     def load_data(self) -> Dataset:
         return self.spec.load(self.data_dir)
 
@@ -63,7 +69,7 @@ class Context:
     def tracker(self, study: optuna.Study) -> Tracker:
         # A tracking server stores artifacts itself; any other store keeps them in RUNS_DIR.
         served = self.tracking_uri.startswith(("http://", "https://", "databricks"))
-        return Tracker(self.tracking_uri, study, self.settings, None if served else self.layout.mlflow_artifacts)
+        return Tracker(self.tracking_uri, study, self.params, None if served else self.layout.mlflow_artifacts)
 
 
 def _context(args: argparse.Namespace, creating: bool) -> Context:
@@ -84,7 +90,9 @@ def _context(args: argparse.Namespace, creating: bool) -> Context:
     given = {key: getattr(args, key) for key in STUDY_KEYS if getattr(args, key) is not None}
     settings, exists = resolve_settings(storage, study_name, given)
     spec = DatasetSpec(settings["dataset"], settings["image_size"], settings["labels"], settings["folder"])
-    space = get_space(settings["space"])
+    option_names = {name for space_name in SPACES for name in space_options(space_name)}
+    given_options = {name: getattr(args, name) for name in option_names if getattr(args, name, None) is not None}
+    space = resolve_space(settings, given_options, exists, study_name)
     space.check_image_size((spec.size, spec.size, 3), settings["space"])
     tracking_uri = args.mlflow_tracking_uri or default_tracking_uri(layout.mlflow_db)
     return Context(layout, storage_url, storage, study_name, settings, exists, spec, space,
@@ -101,6 +109,8 @@ def search(args: argparse.Namespace) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise UserError(f"TIMEOUT={args.timeout}: must be a positive number of seconds")
     ctx = _context(args, creating=True)
+    for note in ctx.space.check_ready():
+        print(f"note: {note}", flush=True)
     data = ctx.load_data()
     study = ctx.open_study()
     if not ctx.exists:
@@ -119,7 +129,7 @@ def search(args: argparse.Namespace) -> int:
     try:
         if done < trials:
             objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
-                                  fixed={**ctx.settings, **ctx.space.settings()}, seed=ctx.settings["seed"])
+                                  fixed=ctx.params, seed=ctx.settings["seed"])
             study.optimize(
                 objective, timeout=args.timeout, catch=(Exception,),
                 callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED_STATES), checkpoint.after_trial,

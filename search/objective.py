@@ -12,7 +12,7 @@ from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.progress import FAIL_REASON_ATTR
 from search.tracking import Tracker
-from search.training import train
+from search.training import plan_epochs, train
 from spaces import SearchSpace
 
 
@@ -42,9 +42,11 @@ class Objective:
         run = self.tracker.trial_run(trial, self.fixed)
         try:
             candidate = self.space.build(trial, self.data.image_shape, self.data.num_classes)
-            run.log_params(trial.params)
+            plan = plan_epochs(candidate.phases, self.epochs)
+            epochs = {f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, plan)} if len(plan) > 1 else {}
+            run.log_params(trial.params, derived={**candidate.details, **epochs})
             run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
-            value = train(candidate, self.data, self.epochs, trial, run)
+            value = train(candidate, plan, self.data, trial, run)
             if self.checkpoint.offer(trial.study, trial.number, value, candidate.model):
                 run.set_tag("best_so_far", "true")
         except optuna.TrialPruned:

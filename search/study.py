@@ -7,6 +7,7 @@ import warnings
 import optuna
 
 from search.errors import UserError
+from spaces import SearchSpace, space_class, space_options
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
 PRUNERS = ("hyperband", "median", "sha", "none")
@@ -16,6 +17,7 @@ STUDY_KEYS = ("dataset", "image_size", "labels", "folder", "space", "epochs", "s
 DEFAULTS = {"image_size": None, "labels": "fine", "folder": None, "space": "cnn", "epochs": 10,
             "sampler": "tpe", "pruner": "hyperband", "seed": None}
 SETTINGS_ATTR = "settings"
+SPACE_OPTIONS = "space_options"  # the key, in the recorded settings, of the space's own settings
 OBJECTIVE = "val_accuracy"
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -74,6 +76,36 @@ def resolve_settings(storage: optuna.storages.BaseStorage, study_name: str, give
                 "drop the setting to join it, or pick a new STUDY name"
             )
     return recorded, True
+
+
+def resolve_space(settings: dict, given: dict, exists: bool, study_name: str) -> SearchSpace:
+    """The study's search space, built from its recorded options and the ``given`` ones.
+
+    ``given`` holds the space options the user set. One the space does not have is a
+    UserError. A new study records the space's settings in ``settings``; an existing one
+    uses its record, takes location options (folders) from ``given``, and refuses a given
+    option that would change the space.
+    """
+    name = settings["space"]
+    known = space_options(name)
+    for key in given:
+        if key not in known:
+            raise UserError(f"{key.upper()} does not apply to SPACE={name}")
+    cls = space_class(name)
+    if not exists:
+        space = cls(**given)
+        settings[SPACE_OPTIONS] = space.settings()
+        return space
+    recorded = settings.get(SPACE_OPTIONS) or cls().settings()  # studies older than space options
+    space = cls(**recorded, **{k: v for k, v in given.items() if k in cls.location_options})
+    asked = cls(**{**recorded, **given}).settings()
+    for key, value in asked.items():
+        if value != recorded.get(key):
+            raise UserError(
+                f"study {study_name!r} was created with {key.upper()}={recorded.get(key)}, not {value}; "
+                "drop the setting to join it, or pick a new STUDY name"
+            )
+    return space
 
 
 def open_study(storage: optuna.storages.BaseStorage, study_name: str, settings: dict, exists: bool) -> optuna.Study:

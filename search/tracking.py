@@ -109,12 +109,13 @@ class TrialRun:
         self.curves: dict[str, list[tuple[int, float]]] = {}
         self._params_logged = False
 
-    def log_params(self, sampled: dict) -> None:
-        """Log the trial's sampled params plus the fixed settings (once)."""
-        clash = set(sampled) & set(self.fixed)
+    def log_params(self, sampled: dict, derived: dict | None = None) -> None:
+        """Log the trial's sampled params, values derived from them, and the fixed settings (once)."""
+        derived = derived or {}
+        clash = (set(sampled) | set(derived)) & set(self.fixed) | set(sampled) & set(derived)
         if clash:
-            raise ValueError(f"sampled params shadow fixed settings: {sorted(clash)}")
-        params = {**self.fixed, **sampled}
+            raise ValueError(f"params logged twice under one name: {sorted(clash)}")
+        params = {**self.fixed, **derived, **sampled}
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self._params_logged = True
 
@@ -150,8 +151,13 @@ class TrialRun:
         self.client.set_terminated(self.run_id, RunStatus.to_string(_STATUS[state]))
 
     def _learning_curves(self):
+        """Loss and accuracy per epoch; a dotted line where a new training phase starts."""
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        phases = self.curves.get("phase", [])
+        starts = [step for (step, phase), (_, before) in zip(phases[1:], phases) if phase != before]
         for ax, kind in zip(axes, ("loss", "accuracy")):
+            for step in starts:
+                ax.axvline(step + 0.5, color="grey", linestyle=":")
             for key in (kind, f"val_{kind}"):
                 points = self.curves.get(key, [])
                 if points:

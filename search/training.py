@@ -14,7 +14,7 @@ from optuna_integration import KerasPruningCallback
 from search.datasets import Dataset
 from search.study import OBJECTIVE
 from search.tracking import TrialRun
-from spaces import Candidate
+from spaces import Candidate, Phase
 
 
 class TrialFailed(Exception):
@@ -22,15 +22,16 @@ class TrialFailed(Exception):
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Sends each epoch's metrics and learning rate to the trial's MLflow run."""
+    """Sends each epoch's metrics, learning rate and phase number (from 1) to the trial's MLflow run."""
 
-    def __init__(self, run: TrialRun):
+    def __init__(self, run: TrialRun, phase: int):
         super().__init__()
-        self.run = run
+        self.run, self.phase = run, phase
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = dict(logs or {})
         metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        metrics["phase"] = self.phase
         self.run.log_epoch(epoch, metrics)
 
 
@@ -39,31 +40,65 @@ def early_stopping_patience(epochs: int) -> int:
     return max(2, epochs // 4)
 
 
-def train(candidate: Candidate, data: Dataset, epochs: int, trial: optuna.Trial, run: TrialRun) -> float:
-    """Fit up to ``epochs`` with early stopping; return the best epoch's val_accuracy.
+def plan_epochs(phases: tuple[Phase, ...], epochs: int) -> list[int]:
+    """Each phase's number of epochs: its share of ``epochs``, rounded on the running total.
 
-    The model ends with the weights of that best epoch. Raises optuna.TrialPruned when
-    the pruner says so and TrialFailed when the loss stops being finite.
+    The first phase gets at least one epoch; a later one may get none (and is skipped).
     """
-    callbacks = [
-        keras.callbacks.TerminateOnNaN(),
-        EpochLogger(run),  # before pruning, so a pruned trial's last epoch is logged
-        KerasPruningCallback(trial, OBJECTIVE),
-        keras.callbacks.EarlyStopping(
-            monitor=OBJECTIVE, mode="max", patience=early_stopping_patience(epochs), restore_best_weights=True
-        ),
-    ]
+    plan, done, share = [], 0, 0.0
+    for phase in phases:
+        share += phase.share
+        end = min(epochs, max(1, int(epochs * share + 0.5)))
+        plan.append(end - done)
+        done = end
+    plan[-1] += epochs - done
+    return plan
+
+
+def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Trial, run: TrialRun) -> float:
+    """Fit the candidate's phases for ``plan`` epochs each; return the best epoch's val_accuracy.
+
+    Epochs are counted across phases, so Optuna's pruner sees one curve. Early stopping
+    acts within a phase. The model ends with the weights of the best epoch of all phases.
+    Raises optuna.TrialPruned when the pruner says so and TrialFailed when the loss
+    stops being finite.
+    """
     started = time.perf_counter()
-    history = candidate.model.fit(
-        data.x_train, data.y_train,
-        batch_size=candidate.batch_size,
-        epochs=epochs,
-        validation_data=(data.x_val, data.y_val),
-        callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
-    run.log_metrics({"training_seconds": time.perf_counter() - started, "epochs_trained": len(history.epoch)})
-    losses = history.history.get("loss", [])
+    best, best_weights, losses, done = -math.inf, None, [], 0
+    for number, (phase, epochs) in enumerate(zip(candidate.phases, plan), start=1):
+        if epochs == 0:
+            continue
+        if phase.start is not None:
+            phase.start()
+        callbacks = [
+            keras.callbacks.TerminateOnNaN(),
+            EpochLogger(run, number),  # before pruning, so a pruned trial's last epoch is logged
+            KerasPruningCallback(trial, OBJECTIVE),
+            keras.callbacks.EarlyStopping(
+                monitor=OBJECTIVE, mode="max", patience=early_stopping_patience(epochs), restore_best_weights=True
+            ),
+        ]
+        history = candidate.model.fit(
+            data.x_train, data.y_train,
+            batch_size=candidate.batch_size,
+            initial_epoch=done,
+            epochs=done + epochs,
+            validation_data=(data.x_val, data.y_val),
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        done += len(history.epoch)
+        losses += history.history.get("loss", [])
+        if not history.epoch or not all(math.isfinite(v) for v in losses):
+            break
+        phase_best = float(np.max(history.history[OBJECTIVE]))
+        if phase_best > best:
+            best = phase_best
+            if number < len(candidate.phases):  # a later phase may do worse: keep these weights
+                best_weights = candidate.model.get_weights()
+        elif best_weights is not None:
+            candidate.model.set_weights(best_weights)
+    run.log_metrics({"training_seconds": time.perf_counter() - started, "epochs_trained": done})
     if not losses or not all(math.isfinite(v) for v in losses):
         raise TrialFailed(f"loss became NaN or infinite at epoch {len(losses)}")
-    return float(np.max(history.history[OBJECTIVE]))
+    return best

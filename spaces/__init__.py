@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from search.errors import UserError
-from spaces.base import Candidate, SearchSpace
+from spaces.base import Candidate, Phase, SearchSpace
 from spaces.cnn import CNNSpace
+from spaces.finetune import FinetuneSpace
 from spaces.mlp import MLPSpace
 
 SPACES: dict[str, type[SearchSpace]] = {
     "cnn": CNNSpace,
     "mlp": MLPSpace,
+    "finetune": FinetuneSpace,
 }
 
 
-def get_space(name: str, **settings) -> SearchSpace:
-    """The space registered as ``name``, built with its fixed ``settings``."""
+def space_class(name: str) -> type[SearchSpace]:
     try:
-        cls = SPACES[name]
+        return SPACES[name]
     except KeyError:
         raise UserError(f"unknown SPACE {name!r}; choose one of: {', '.join(SPACES)}") from None
-    return cls(**settings)
 
 
-__all__ = ["SPACES", "Candidate", "SearchSpace", "get_space"]
+def space_options(name: str) -> list[str]:
+    """The options (constructor arguments) of the space registered as ``name``."""
+    return [f.name for f in dataclasses.fields(space_class(name))]
+
+
+def get_space(name: str, **options) -> SearchSpace:
+    """The space registered as ``name``, built with ``options``."""
+    return space_class(name)(**options)
+
+
+__all__ = ["SPACES", "Candidate", "Phase", "SearchSpace", "get_space", "space_class", "space_options"]

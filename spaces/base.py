@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import keras
@@ -14,28 +15,50 @@ from search.errors import UserError
 
 
 @dataclass
+class Phase:
+    """One ``fit`` of a trial's training.
+
+    ``share`` is its part of the trial's epochs; ``start`` (when given) gets the model
+    ready for it before the fit: freezes or unfreezes layers and compiles the model again.
+    """
+
+    name: str
+    share: float
+    start: Callable[[], None] | None = None
+
+
+@dataclass
 class Candidate:
-    """A compiled Keras model for one trial, and the batch size to fit it with.
+    """A compiled Keras model for one trial, the batch size to fit it with, and how to train it.
 
     The model takes raw uint8 images of the dataset's shape and outputs class
-    probabilities (softmax); it is compiled with an ``accuracy`` metric.
+    probabilities (softmax); it is compiled with an ``accuracy`` metric. ``phases`` run
+    one after the other under one continuous epoch count (shares sum to 1). ``details``
+    are values derived from the sampled params (layer counts, say) that are worth logging
+    next to them.
     """
 
     model: keras.Model
     batch_size: int
+    phases: tuple[Phase, ...] = (Phase("train", 1.0),)
+    details: dict = field(default_factory=dict)
 
 
 class SearchSpace(abc.ABC):
     """A family of image classifiers that Optuna samples from.
 
-    Subclasses are dataclasses whose fields are the space's fixed settings
-    (``settings()``); everything else about a model comes from ``trial.suggest_*`` calls
-    in ``build``, so the fixed settings plus ``trial.params`` rebuild the model exactly
+    Subclasses are dataclasses whose fields are the space's options (the CLI flags and
+    environment variables of the same names). ``settings()`` are the options that define
+    what the space is; everything else about a model comes from ``trial.suggest_*`` calls
+    in ``build``, so the settings plus ``trial.params`` rebuild the model exactly
     (``optuna.trial.FixedTrial(params)`` replays a trial).
     """
 
     #: Smallest image side (pixels) this space can build a model for.
     min_image_size: ClassVar[int] = 1
+    #: Options that say where things are on this machine (a folder, say), not what the
+    #: space is: not part of ``settings()``, so each worker may set its own.
+    location_options: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def build(self, trial: optuna.Trial, image_shape: tuple[int, int, int], num_classes: int) -> Candidate:
@@ -50,8 +73,19 @@ class SearchSpace(abc.ABC):
         return []
 
     def settings(self) -> dict:
-        """The fixed settings of this space (its dataclass fields)."""
-        return dataclasses.asdict(self) if dataclasses.is_dataclass(self) else {}
+        """The options that define this space (its dataclass fields but the location ones)."""
+        if not dataclasses.is_dataclass(self):
+            return {}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.location_options}
+
+    def check_ready(self) -> list[str]:
+        """Check, before a search starts, that this machine can build this space's models.
+
+        Returns notes worth printing (what will not work and why); raises UserError when
+        no model of the space can be built here, so a search stops at once instead of
+        failing every trial. The default has nothing to check.
+        """
+        return []
 
     def check_image_size(self, image_shape: tuple[int, int, int], name: str) -> None:
         """Raise UserError when images are smaller than this space can handle."""

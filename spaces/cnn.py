@@ -10,22 +10,9 @@ import optuna
 from keras import layers
 
 from spaces.base import Candidate, SearchSpace
-from spaces.common import BN_MOMENTUM, TRAINING_START, augment, compile_classifier, image_input
+from spaces.common import BN_MOMENTUM, TRAINING_START, augment, compile_classifier, dense_head, image_input
 
 ACTIVATIONS = ("relu", "elu", "gelu", "swish")
-
-
-def dense_head(trial: optuna.Trial, x, num_classes: int, activation: str):
-    """0-3 dense layers, constant width or a halving pyramid, with dropout; softmax output."""
-    depth = trial.suggest_int("head_layers", 0, 3)
-    if depth:
-        units = trial.suggest_categorical("head_units", [64, 128, 256, 512])
-        shape = trial.suggest_categorical("head_shape", ["constant", "pyramid"]) if depth > 1 else "constant"
-        dropout = trial.suggest_float("head_dropout", 0.0, 0.5)
-        for i in range(depth):
-            x = layers.Dense(units // 2**i if shape == "pyramid" else units, activation=activation)(x)
-            x = layers.Dropout(dropout)(x)
-    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
 
 
 @dataclass

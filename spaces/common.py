@@ -1,4 +1,4 @@
-"""Pieces every space samples the same way: input, augmentation, optimizer and loss."""
+"""Pieces every space samples the same way: input, augmentation, head, optimizer and loss."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ BATCH_SIZES = (32, 64, 128, 256)
 BN_MOMENTUM = 0.9
 
 
-def image_input(image_shape: tuple[int, int, int]) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """A uint8 input and the same images rescaled to floats in [0, 1]."""
+def image_input(image_shape: tuple[int, int, int], scale: float = 1.0 / 255) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """A uint8 input and the same images as floats times ``scale`` ([0, 1] by default)."""
     inputs = keras.Input(shape=image_shape, dtype="uint8", name="image")
-    return inputs, layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    return inputs, layers.Rescaling(scale, name="rescale")(inputs)
 
 
 def augment(trial: optuna.Trial, x: keras.KerasTensor) -> keras.KerasTensor:
@@ -33,6 +33,19 @@ def augment(trial: optuna.Trial, x: keras.KerasTensor) -> keras.KerasTensor:
     if translation:
         x = layers.RandomTranslation(translation, translation)(x)
     return x
+
+
+def dense_head(trial: optuna.Trial, x, num_classes: int, activation: str, max_layers: int = 3):
+    """0 to ``max_layers`` dense layers, constant width or a halving pyramid, with dropout; softmax output."""
+    depth = trial.suggest_int("head_layers", 0, max_layers)
+    if depth:
+        units = trial.suggest_categorical("head_units", [64, 128, 256, 512])
+        shape = trial.suggest_categorical("head_shape", ["constant", "pyramid"]) if depth > 1 else "constant"
+        dropout = trial.suggest_float("head_dropout", 0.0, 0.5)
+        for i in range(depth):
+            x = layers.Dense(units // 2**i if shape == "pyramid" else units, activation=activation)(x)
+            x = layers.Dropout(dropout)(x)
+    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
 
 
 def make_optimizer(trial: optuna.Trial) -> keras.optimizers.Optimizer:
@@ -73,9 +86,16 @@ TRAINING_START = {"optimizer": "adam", "learning_rate": 1e-3, "weight_decay": 1e
                   "batch_size": 64}
 
 
-def compile_classifier(trial: optuna.Trial, model: keras.Model) -> int:
+def compile_classifier(trial: optuna.Trial, model: keras.Model, batch_sizes: tuple[int, ...] = BATCH_SIZES) -> int:
     """Compile ``model`` with the sampled optimizer and label smoothing; return the sampled batch size."""
     optimizer = make_optimizer(trial)
     smoothing = trial.suggest_float("label_smoothing", 0.0, 0.1)
     model.compile(optimizer=optimizer, loss=SparseCrossentropyWithSmoothing(smoothing), metrics=["accuracy"])
-    return trial.suggest_categorical("batch_size", BATCH_SIZES)
+    return trial.suggest_categorical("batch_size", batch_sizes)
+
+
+def recompile(model: keras.Model, learning_rate: float) -> None:
+    """Compile ``model`` again (after its trainable layers changed) with a fresh optimizer
+    of the same kind and settings at ``learning_rate``; same loss and metrics."""
+    config = {**model.optimizer.get_config(), "learning_rate": learning_rate}
+    model.compile(optimizer=type(model.optimizer).from_config(config), loss=model.loss, metrics=["accuracy"])

@@ -15,14 +15,28 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def _require_shared(relative: str) -> Path:
+    """``../shared/<relative>``; skipped when absent, a failure when REQUIRE_SHARED=1 (CI)."""
+    path = SHARED / relative
+    if not path.exists():
+        if os.environ.get("REQUIRE_SHARED") == "1":
+            pytest.fail(f"REQUIRE_SHARED=1 but {SHARED} has no {relative}")
+        pytest.skip(f"{SHARED / relative} is not present")
+    return path
+
+
 @pytest.fixture
 def shared_dir() -> Path:
-    """../shared; skipped when absent, a failure when REQUIRE_SHARED=1 (CI)."""
-    if not (SHARED / "datasets" / "tiny-imagenet-sample.zip").is_file():
-        if os.environ.get("REQUIRE_SHARED") == "1":
-            pytest.fail(f"REQUIRE_SHARED=1 but {SHARED} has no datasets/tiny-imagenet-sample.zip")
-        pytest.skip(f"{SHARED} with the Tiny ImageNet sample is not present")
+    """../shared, holding the Tiny ImageNet sample."""
+    _require_shared("datasets/tiny-imagenet-sample.zip")
     return SHARED
+
+
+@pytest.fixture
+def shared_weights() -> Path:
+    """../shared/weights, holding Keras's MobileNet v1 (alpha 0.25) ImageNet weights."""
+    _require_shared("weights/mobilenet_2_5_224_tf_no_top.h5")
+    return SHARED / "weights"
 
 
 def jpeg_bytes(seed: int, size: int = 64) -> bytes:
