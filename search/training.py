@@ -35,6 +35,25 @@ class EpochLogger(keras.callbacks.Callback):
         self.run.log_epoch(epoch, metrics)
 
 
+class PruningCallback(KerasPruningCallback):
+    """optuna-integration's Keras pruning callback, except after the trial's last epoch.
+
+    Pruning then saves no training and would only mark a fully trained trial PRUNED, which
+    also keeps it from being the study's best. The last value is still reported.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str, last_epoch: int):
+        super().__init__(trial, monitor)
+        self.trial, self.monitor, self.last_epoch = trial, monitor, last_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < self.last_epoch:
+            return super().on_epoch_end(epoch, logs)
+        value = (logs or {}).get(self.monitor)
+        if value is not None:
+            self.trial.report(float(value), step=epoch)
+
+
 def early_stopping_patience(epochs: int) -> int:
     """Stop after this many epochs without a better val_accuracy."""
     return max(2, epochs // 4)
@@ -73,7 +92,7 @@ def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Tr
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
             EpochLogger(run, number),  # before pruning, so a pruned trial's last epoch is logged
-            KerasPruningCallback(trial, OBJECTIVE),
+            PruningCallback(trial, OBJECTIVE, last_epoch=sum(plan) - 1),
             keras.callbacks.EarlyStopping(
                 monitor=OBJECTIVE, mode="max", patience=early_stopping_patience(epochs), restore_best_weights=True
             ),

@@ -61,11 +61,11 @@ class FinetuneSpace(SearchSpace):
     def __post_init__(self):
         if self.weights not in WEIGHTS:
             raise UserError(f"unknown WEIGHTS {self.weights!r}; choose one of: {', '.join(WEIGHTS)}")
-        names = parse_choice(self.backbones, self._has_file if self._offline else None)
+        names = parse_choice(self.backbones, self._has_file if self._from_folder else None)
         self.backbones = ",".join(names)
 
     @property
-    def _offline(self) -> bool:
+    def _from_folder(self) -> bool:
         return self.weights == "imagenet" and bool(self.weights_dir)
 
     def _has_file(self, name: str) -> bool:
@@ -81,7 +81,7 @@ class FinetuneSpace(SearchSpace):
         problems = {}
         for name in self.choice:
             try:
-                if self._offline:
+                if self._from_folder:
                     weights_path(ZOO[name], self.weights_dir)
                 else:
                     load_backbone(name, self.weights)
@@ -95,7 +95,7 @@ class FinetuneSpace(SearchSpace):
 
     def initial_params(self, image_shape) -> list[dict]:
         """The lightest backbone that can load, frozen for half the epochs, then its top quarter tuned."""
-        loadable = [name for name in self.choice if not self._offline or self._has_file(name)]
+        loadable = [name for name in self.choice if not self._from_folder or self._has_file(name)]
         return [{
             "backbone": (loadable or self.choice)[0], "resolution": 128, "cut_blocks": 0,
             "aug_flip": True, "aug_rotation": 0.0, "aug_zoom": 0.0, "aug_translation": 0.0,

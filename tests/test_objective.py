@@ -111,3 +111,16 @@ def test_only_the_best_trials_model_is_kept(tmp_path, digits):
     assert [p.name for p in checkpoint.folder.glob("*.keras")] == ["trial-1.keras"]
     best, path = checkpoint.best(study)
     assert best.number == 1 and path.is_file()
+
+
+def test_the_last_epoch_reports_but_never_prunes(tmp_path, digits):
+    """A pruner that prunes everything stops a trial after epoch 1 of 2, but not its only epoch."""
+    prune_all = optuna.pruners.ThresholdPruner(lower=2.0)  # accuracy is always below 2
+    for epochs, state in ((2, optuna.trial.TrialState.PRUNED), (1, optuna.trial.TrialState.COMPLETE)):
+        (tmp_path / str(epochs)).mkdir()
+        study, _, _, objective = make_run(tmp_path / str(epochs), digits, prune_all, epochs=epochs)
+        study.enqueue_trial(GOOD)
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        trial = study.trials[0]
+        assert trial.state == state
+        assert list(trial.intermediate_values) == [0]
