@@ -285,3 +285,18 @@ def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weig
         f"WeightsUnavailable: no weights for mobilenet_v3_small in WEIGHTS_DIR={shared_weights.resolve()}: "
         f"put Keras's {ZOO['mobilenet_v3_small'].weights_file} there")
     assert complete.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_resumed_study_keeps_its_recorded_backbones(shared_weights, tmp_path):
+    """The family is expanded once, when the study is created; resuming uses the record, folders may differ."""
+    from search.study import SPACE_OPTIONS, resolve_space
+
+    settings = {"space": "finetune"}
+    created = resolve_space(settings, {"backbones": "mobilenet", "weights_dir": str(shared_weights)}, False, "s")
+    assert settings[SPACE_OPTIONS] == {"backbones": "mobilenet_0.25", "weights": "imagenet"}
+    again = resolve_space(settings, {"backbones": "mobilenet", "weights_dir": str(shared_weights)}, True, "s")
+    elsewhere = resolve_space(settings, {"weights_dir": str(tmp_path)}, True, "s")  # another worker's folder
+    assert created.choice == again.choice == elsewhere.choice == ["mobilenet_0.25"]
+    assert elsewhere.weights_dir == str(tmp_path)
+    with pytest.raises(UserError, match="created with WEIGHTS=imagenet, not none"):
+        resolve_space(settings, {"weights": "none"}, True, "s")
