@@ -130,12 +130,16 @@ def _verified(path: Path, size: int, mtime: float, expected: str) -> str:
     return _file_hash(path, len(expected))
 
 
+def weights_file(backbone: Backbone, weights_dir: str | Path) -> Path:
+    """Where ``backbone``'s weights file is, or would be, in ``weights_dir``."""
+    return Path(weights_dir).expanduser().resolve() / backbone.weights_file
+
+
 def weights_path(backbone: Backbone, weights_dir: str | Path) -> Path:
     """The verified weights file for ``backbone`` in ``weights_dir``; WeightsUnavailable otherwise."""
-    folder = Path(weights_dir).expanduser().resolve()
-    path = folder / backbone.weights_file
+    path = weights_file(backbone, weights_dir)
     if not path.is_file():
-        raise WeightsUnavailable(f"no weights for {backbone.name} in WEIGHTS_DIR={folder}: "
+        raise WeightsUnavailable(f"no weights for {backbone.name} in WEIGHTS_DIR={path.parent}: "
                                  f"put Keras's {backbone.weights_file} there")
     if backbone.weights_hash:
         stat = path.stat()

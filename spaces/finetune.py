@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 from keras import layers
 
 from search.errors import UserError
 from spaces.backbones import (WEIGHTS, ZOO, BackbonePreprocess, WeightsUnavailable, cut_blocks,
-                              load_backbone, parse_choice, weights_path)
+                              load_backbone, parse_choice, weights_file, weights_path)
 from spaces.base import Candidate, Phase, SearchSpace
 from spaces.common import TRAINING_START, augment, compile_classifier, dense_head, image_input, recompile
 
@@ -69,7 +68,7 @@ class FinetuneSpace(SearchSpace):
         return self.weights == "imagenet" and bool(self.weights_dir)
 
     def _has_file(self, name: str) -> bool:
-        return (Path(self.weights_dir).expanduser() / ZOO[name].weights_file).is_file()
+        return weights_file(ZOO[name], self.weights_dir).is_file()
 
     @property
     def choice(self) -> list[str]:
