@@ -18,7 +18,7 @@ COMMANDS = ("search", "export", "evaluate")
 # flag name -> (type, help); the environment variable is the upper-case name.
 OPTIONS = {
     "dataset": (str, "tinyimagenet, cifar10, cifar100, mnist, fashion_mnist, digits or folder"),
-    "space": (str, "search space: cnn (default), mlp or finetune"),
+    "space": (str, "search space: cnn (default), mlp, finetune or autokeras"),
     "trials": (int, "finished (complete or pruned) trials the study should reach (default 20)"),
     "epochs": (int, "maximum epochs per trial (default 10)"),
     "timeout": (float, "stop starting new trials after this many seconds"),
@@ -36,6 +36,7 @@ OPTIONS = {
     "backbones": (str, "finetune: backbones or families to choose from, comma-separated (default: all)"),
     "weights": (str, "finetune: imagenet (default) or none (random initialisation)"),
     "weights_dir": (str, "finetune: folder of Keras weight files, used instead of downloading"),
+    "max_model_size": (int, "autokeras: largest model (parameters) AutoKeras may build"),
     "mlflow_tracking_uri": (str, "MLflow tracking URI (default sqlite in RUNS_DIR)"),
     "trials_per_process": (int, "continue in a fresh process after this many trials (default 25, 0: never)"),
 }

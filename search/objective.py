@@ -45,8 +45,11 @@ class Objective:
             plan = plan_epochs(candidate.phases, self.epochs)
             epochs = {f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, plan)} if len(plan) > 1 else {}
             run.log_params(trial.params, derived={**candidate.details, **epochs})
-            run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
+            if candidate.model is not None:
+                run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
             value = train(candidate, plan, self.data, trial, run)
+            if candidate.fit is not None:  # the space's library built the model while fitting
+                run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
             if self.checkpoint.offer(trial.study, trial.number, value, candidate.model):
                 run.set_tag("best_so_far", "true")
         except optuna.TrialPruned:

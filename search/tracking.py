@@ -107,17 +107,22 @@ class TrialRun:
     def __init__(self, client: MlflowClient, run_id: str, fixed: dict):
         self.client, self.run_id, self.fixed = client, run_id, fixed
         self.curves: dict[str, list[tuple[int, float]]] = {}
-        self._params_logged = False
+        self._logged: set[str] = set()
 
     def log_params(self, sampled: dict, derived: dict | None = None) -> None:
-        """Log the trial's sampled params, values derived from them, and the fixed settings (once)."""
+        """Log the trial's sampled params, values derived from them, and the fixed settings.
+
+        Only names not logged yet are sent, so a space that samples while it trains can
+        call this again.
+        """
         derived = derived or {}
         clash = (set(sampled) | set(derived)) & set(self.fixed) | set(sampled) & set(derived)
         if clash:
             raise ValueError(f"params logged twice under one name: {sorted(clash)}")
-        params = {**self.fixed, **derived, **sampled}
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        self._params_logged = True
+        params = {k: v for k, v in {**self.fixed, **derived, **sampled}.items() if k not in self._logged}
+        if params:
+            self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            self._logged.update(params)
 
     def log_epoch(self, step: int, metrics: dict[str, float]) -> None:
         finite = {k: float(v) for k, v in metrics.items() if v is not None}
@@ -141,8 +146,7 @@ class TrialRun:
 
     def finish(self, trial: optuna.Trial, state: str, reason: str | None = None) -> None:
         """Log whatever is still missing, the learning curves and the final state."""
-        if not self._params_logged:
-            self.log_params(trial.params)
+        self.log_params(trial.params)  # params sampled after the first call, if any
         if self.curves:
             self.client.log_figure(self.run_id, self._learning_curves(), "learning_curves.png")
         self.set_tag("optuna.state", state)

@@ -21,7 +21,14 @@ class TrialFailed(Exception):
     """A trial that cannot produce a value (NaN loss): it fails, the study goes on."""
 
 
-class EpochLogger(keras.callbacks.Callback):
+class NotCopied:
+    """KerasTuner deep-copies a search's callbacks; these must stay the ones reporting to this trial."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class EpochLogger(NotCopied, keras.callbacks.Callback):
     """Sends each epoch's metrics, learning rate and phase number (from 1) to the trial's MLflow run."""
 
     def __init__(self, run: TrialRun, phase: int):
@@ -35,23 +42,36 @@ class EpochLogger(keras.callbacks.Callback):
         self.run.log_epoch(epoch, metrics)
 
 
-class PruningCallback(KerasPruningCallback):
-    """optuna-integration's Keras pruning callback, except after the trial's last epoch.
+class PruningCallback(NotCopied, KerasPruningCallback):
+    """optuna-integration's Keras pruning callback, but it stops the fit instead of raising.
 
-    Pruning then saves no training and would only mark a fully trained trial PRUNED, which
-    also keeps it from being the study's best. The last value is still reported.
+    A library that runs the fit itself (KerasTuner, under AutoKeras) takes an exception
+    raised there for a failed trial, so ``train`` raises TrialPruned once the fit has
+    ended. After the trial's last epoch it only reports: pruning then saves no training
+    and would only mark a fully trained trial PRUNED, which also keeps it from being the
+    study's best.
     """
 
     def __init__(self, trial: optuna.Trial, monitor: str, last_epoch: int):
         super().__init__(trial, monitor)
         self.trial, self.monitor, self.last_epoch = trial, monitor, last_epoch
+        self.pruned = False
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch < self.last_epoch:
-            return super().on_epoch_end(epoch, logs)
-        value = (logs or {}).get(self.monitor)
-        if value is not None:
-            self.trial.report(float(value), step=epoch)
+        if epoch >= self.last_epoch:
+            value = (logs or {}).get(self.monitor)
+            if value is not None:
+                self.trial.report(float(value), step=epoch)
+            return
+        try:
+            super().on_epoch_end(epoch, logs)
+        except optuna.TrialPruned:
+            self.pruned = True
+            self.model.stop_training = True
+
+
+class History(NotCopied, keras.callbacks.History):
+    """Keras's History, kept by reference (a library's own fit may return none)."""
 
 
 def early_stopping_patience(epochs: int) -> int:
@@ -89,15 +109,17 @@ def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Tr
             continue
         if phase.start is not None:
             phase.start()
+        pruning, history = PruningCallback(trial, OBJECTIVE, last_epoch=sum(plan) - 1), History()
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
             EpochLogger(run, number),  # before pruning, so a pruned trial's last epoch is logged
-            PruningCallback(trial, OBJECTIVE, last_epoch=sum(plan) - 1),
+            pruning,
             keras.callbacks.EarlyStopping(
                 monitor=OBJECTIVE, mode="max", patience=early_stopping_patience(epochs), restore_best_weights=True
             ),
+            history,
         ]
-        history = candidate.model.fit(
+        (candidate.fit or candidate.model.fit)(
             data.x_train, data.y_train,
             batch_size=candidate.batch_size,
             initial_epoch=done,
@@ -108,6 +130,8 @@ def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Tr
         )
         done += len(history.epoch)
         losses += history.history.get("loss", [])
+        if pruning.pruned:
+            raise optuna.TrialPruned(f"pruned after epoch {done}")
         if not history.epoch or not all(math.isfinite(v) for v in losses):
             break
         phase_best = float(np.max(history.history[OBJECTIVE]))

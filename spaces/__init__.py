@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from search.errors import UserError
+from spaces.autokeras_space import AutoKerasSpace
 from spaces.base import Candidate, Phase, SearchSpace
 from spaces.cnn import CNNSpace
 from spaces.finetune import FinetuneSpace
@@ -14,6 +15,7 @@ SPACES: dict[str, type[SearchSpace]] = {
     "cnn": CNNSpace,
     "mlp": MLPSpace,
     "finetune": FinetuneSpace,
+    "autokeras": AutoKerasSpace,
 }
 
 

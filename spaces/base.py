@@ -36,12 +36,17 @@ class Candidate:
     one after the other under one continuous epoch count (shares sum to 1). ``details``
     are values derived from the sampled params (layer counts, say) that are worth logging
     next to them.
+
+    ``fit``, when set, replaces ``model.fit`` (same keyword arguments) for a space whose
+    library builds and trains the model itself; it leaves the trained model in ``model``,
+    which is None until then, and may sample params while it runs.
     """
 
-    model: keras.Model
+    model: keras.Model | None
     batch_size: int
     phases: tuple[Phase, ...] = (Phase("train", 1.0),)
     details: dict = field(default_factory=dict)
+    fit: Callable[..., None] | None = None
 
 
 class SearchSpace(abc.ABC):

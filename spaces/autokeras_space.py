@@ -1,0 +1,132 @@
+"""AutoKeras's ImageClassifier search space, with Optuna sampling its hyperparameters.
+
+AutoKeras builds its models through a KerasTuner tuner, and KerasTuner's search algorithms
+are Oracles that fill each trial's hyperparameter values. ``OptunaTuner`` is an AutoKeras
+tuner whose Oracle takes every value from the current Optuna trial, under AutoKeras's own
+names (``image_block_1/block_type``), so the Optuna study is the search's only state:
+one Optuna trial runs one AutoKeras trial in a scratch folder that is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import keras_tuner
+import optuna
+from keras_tuner.src.engine import trial as kt_trial
+from keras_tuner.src.engine.hyperparameters import hp_types
+
+from spaces.base import Candidate, SearchSpace
+
+BATCH_SIZE = 32  # AutoKeras's own default; its image classifier does not tune it
+
+
+def suggest(trial: optuna.Trial, hp: keras_tuner.engine.hyperparameters.HyperParameter) -> object:
+    """The value of KerasTuner hyperparameter ``hp``, sampled by Optuna under the same name.
+
+    Choice and Boolean become categorical, Int and Float keep their range, step and log
+    sampling, and Fixed is a categorical of one value (so it is recorded with the rest).
+    """
+    if isinstance(hp, hp_types.Fixed):
+        return trial.suggest_categorical(hp.name, [hp.value])
+    if isinstance(hp, hp_types.Boolean):
+        return trial.suggest_categorical(hp.name, [False, True])
+    if isinstance(hp, hp_types.Choice):
+        return trial.suggest_categorical(hp.name, list(hp.values))
+    if isinstance(hp, hp_types.Int):
+        log = hp.sampling == "log"
+        return trial.suggest_int(hp.name, hp.min_value, hp.max_value, step=1 if log else hp.step or 1, log=log)
+    if isinstance(hp, hp_types.Float):
+        log = hp.sampling == "log"
+        return trial.suggest_float(hp.name, hp.min_value, hp.max_value, step=None if log else hp.step, log=log)
+    raise TypeError(f"no Optuna mapping for KerasTuner {type(hp).__name__} {hp.name!r}")
+
+
+class OptunaHyperParameters(keras_tuner.HyperParameters):
+    """A trial's hyperparameters: one the model registers while it is built is sampled by Optuna.
+
+    KerasTuner would give such a late hyperparameter (a branch taken for the first time,
+    say the augmentation block's) its default value.
+    """
+
+    optuna_trial: optuna.Trial | None = None
+
+    def _register(self, hyperparameter, overwrite=False):
+        value = super()._register(hyperparameter, overwrite)
+        if value is not None and self.optuna_trial is not None:
+            value = self.values[hyperparameter.name] = suggest(self.optuna_trial, hyperparameter)
+        return value
+
+
+class OptunaOracle(keras_tuner.Oracle):
+    """A KerasTuner Oracle that fills a trial's active hyperparameters from ``optuna_trial``."""
+
+    def __init__(self, optuna_trial: optuna.Trial, **kwargs):
+        super().__init__(**kwargs)
+        self.optuna_trial = optuna_trial
+
+    def populate_space(self, trial_id):
+        values = keras_tuner.HyperParameters()
+        for hp in self.hyperparameters.space:  # in registration order, so parents come first
+            values.merge([hp])
+            if values.is_active(hp):
+                values.values[hp.name] = suggest(self.optuna_trial, hp)
+        return {"status": kt_trial.TrialStatus.RUNNING, "values": values.values}
+
+    def create_trial(self, tuner_id):
+        trial = super().create_trial(tuner_id)
+        hps = OptunaHyperParameters.from_config(trial.hyperparameters.get_config())
+        hps.optuna_trial = self.optuna_trial
+        trial.hyperparameters = hps
+        return trial
+
+
+def _tuner_class():
+    """``OptunaTuner``, defined on first use: importing AutoKeras costs seconds and most searches never need it."""
+    from autokeras.engine import tuner as ak_tuner
+
+    class OptunaTuner(ak_tuner.AutoTuner):
+        """The AutoKeras tuner that ``ak.ImageClassifier(tuner=OptunaTuner, optuna_trial=trial)`` runs."""
+
+        def __init__(self, hypermodel, optuna_trial, objective="val_loss", max_trials=1, seed=None, **kwargs):
+            oracle = OptunaOracle(optuna_trial, objective=objective, max_trials=max_trials, seed=seed,
+                                  max_consecutive_failed_trials=1)
+            super().__init__(oracle, hypermodel, **kwargs)
+
+    return OptunaTuner
+
+
+@dataclass
+class AutoKerasSpace(SearchSpace):
+    """AutoKeras's ImageClassifier: ImageBlock (vanilla / resnet / xception / efficient), its
+    normalisation and augmentation, classification head, optimizer and learning rate.
+
+    ``max_model_size`` (parameters) makes AutoKeras reject larger models before training.
+    """
+
+    max_model_size: int | None = None
+
+    def initial_params(self, image_shape) -> list[dict]:
+        """AutoKeras's own starting points for image classification (``task_specific.IMAGE_CLASSIFIER``)."""
+        from autokeras.tuners import task_specific
+
+        return [dict(config) for config in task_specific.IMAGE_CLASSIFIER]
+
+    def build(self, trial, image_shape, num_classes) -> Candidate:
+        import autokeras as ak
+
+        candidate = Candidate(None, BATCH_SIZE)
+
+        def fit(x, y, batch_size, epochs, validation_data, callbacks, verbose, initial_epoch=0):
+            with tempfile.TemporaryDirectory(prefix="autokeras-") as scratch:
+                classifier = ak.ImageClassifier(
+                    num_classes=num_classes, tuner=_tuner_class(), optuna_trial=trial, max_trials=1,
+                    directory=scratch, overwrite=True, max_model_size=self.max_model_size,
+                )
+                classifier.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
+                               callbacks=callbacks, verbose=verbose)
+                candidate.model = classifier.export_model()
+
+        candidate.fit = fit
+        return candidate
