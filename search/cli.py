@@ -22,6 +22,7 @@ OPTIONS = {
     "trials": (int, "finished (complete or pruned) trials the study should reach (default 20)"),
     "epochs": (int, "maximum epochs per trial (default 10)"),
     "timeout": (float, "stop starting new trials after this many seconds"),
+    "max_epoch_seconds": (float, "prune a trial whose epoch would take longer (default 600, 0: no limit)"),
     "image_size": (int, "resize images to this square size (default: the dataset's own)"),
     "storage": (str, "SQLAlchemy URL of the study database (default sqlite in RUNS_DIR)"),
     "study": (str, "study name (default <dataset>-<space>)"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
 import matplotlib
 
 matplotlib.use("Agg")
@@ -13,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from search.datasets import Dataset  # noqa: E402
+from spaces import load_model  # noqa: E402
 
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_FILE = "confusion_matrix.png"
@@ -60,7 +60,7 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path) ->
 
 def evaluate_model(model_path: Path, data: Dataset, out_dir: Path) -> tuple[dict, list[Path]]:
     """Score the model on ``data``'s test split; write evaluation.json and the confusion matrix PNG."""
-    model = keras.saving.load_model(model_path, compile=False)
+    model = load_model(model_path, compile=False)
     probabilities = np.asarray(model.predict(data.x_test, batch_size=256, verbose=0))
     result = score(probabilities, data.y_test, data.class_names)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import optuna
 from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.tracking import Tracker
+from spaces import load_model
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
@@ -39,7 +40,7 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
         "input_dtype": "uint8",
     }
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
-    model = keras.saving.load_model(target, compile=False)
+    model = load_model(target, compile=False)
     sample = np.asarray(data.x_test[:2])
     signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
     # Naming the requirements skips MLflow's import-tracing inference (~10 s a call).

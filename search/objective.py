@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gc
 import io
+import traceback
 
 import keras
 import optuna
 
 from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
-from search.progress import FAIL_REASON_ATTR
+from search.progress import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 from search.tracking import Tracker
 from search.training import plan_epochs, train
 from spaces import SearchSpace
@@ -27,14 +28,17 @@ class Objective:
 
     Every trial gets an MLflow child run whose final state mirrors the Optuna state
     (complete, pruned, failed). ``seed`` (when set) seeds Keras per trial with
-    ``seed + trial.number``. The Keras session is cleared after every trial, so memory
+    ``seed + trial.number``. A trial whose epoch would take longer than ``max_epoch_seconds``
+    is pruned. The Keras session is cleared after every trial, so memory
     does not grow with the number of trials.
     """
 
     def __init__(self, space: SearchSpace, data: Dataset, epochs: int, tracker: Tracker,
-                 checkpoint: BestCheckpoint, fixed: dict, seed: int | None = None):
+                 checkpoint: BestCheckpoint, fixed: dict, seed: int | None = None,
+                 max_epoch_seconds: float | None = None):
         self.space, self.data, self.epochs = space, data, epochs
         self.tracker, self.checkpoint, self.fixed, self.seed = tracker, checkpoint, fixed, seed
+        self.max_epoch_seconds = max_epoch_seconds
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.seed is not None:
@@ -47,18 +51,21 @@ class Objective:
             run.log_params(trial.params, derived={**candidate.details, **epochs})
             if candidate.model is not None:
                 run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
-            value = train(candidate, plan, self.data, trial, run)
+            value = train(candidate, plan, self.data, trial, run, self.max_epoch_seconds)
             if candidate.fit is not None:  # the space's library built the model while fitting
                 run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
             if self.checkpoint.offer(trial.study, trial.number, value, candidate.model):
                 run.set_tag("best_so_far", "true")
-        except optuna.TrialPruned:
-            run.finish(trial, "PRUNED")
+        except optuna.TrialPruned as exc:
+            reason = str(exc) or None
+            if reason:
+                trial.set_user_attr(PRUNE_REASON_ATTR, reason)
+            run.finish(trial, "PRUNED", reason=reason)
             raise
         except BaseException as exc:
             reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
             trial.set_user_attr(FAIL_REASON_ATTR, reason)
-            run.finish(trial, "FAIL", reason=reason)
+            run.finish(trial, "FAIL", reason=reason, traceback=traceback.format_exc())
             raise
         else:
             run.finish(trial, "COMPLETE")

@@ -10,6 +10,7 @@ import optuna
 from search.study import finished_count
 
 FAIL_REASON_ATTR = "fail_reason"
+PRUNE_REASON_ATTR = "prune_reason"
 
 
 class Progress:
@@ -25,9 +26,8 @@ class Progress:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         state = trial.state.name
         value = f"val_accuracy {trial.value:.4f}" if trial.value is not None else ""
-        if trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values:
-            step = max(trial.intermediate_values)
-            value = f"pruned after epoch {step + 1} at {trial.intermediate_values[step]:.4f}"
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            value = trial.user_attrs.get(PRUNE_REASON_ATTR, "")
         if trial.state == optuna.trial.TrialState.FAIL:
             value = trial.user_attrs.get(FAIL_REASON_ATTR, "")
         try:

@@ -144,14 +144,18 @@ class TrialRun:
     def log_metrics(self, metrics: dict[str, float]) -> None:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), _now(), 0) for k, v in metrics.items()])
 
-    def finish(self, trial: optuna.Trial, state: str, reason: str | None = None) -> None:
-        """Log whatever is still missing, the learning curves and the final state."""
+    def finish(self, trial: optuna.Trial, state: str, reason: str | None = None,
+               traceback: str | None = None) -> None:
+        """Log whatever is still missing, the learning curves and the final state (and why,
+        with a failed trial's full ``traceback`` as ``traceback.txt``)."""
         self.log_params(trial.params)  # params sampled after the first call, if any
+        if traceback:
+            self.client.log_text(self.run_id, traceback, "traceback.txt")
         if self.curves:
             self.client.log_figure(self.run_id, self._learning_curves(), "learning_curves.png")
         self.set_tag("optuna.state", state)
         if reason:
-            self.set_tag("failure_reason", reason[:5000])
+            self.set_tag("prune_reason" if state == "PRUNED" else "failure_reason", reason[:5000])
         self.client.set_terminated(self.run_id, RunStatus.to_string(_STATUS[state]))
 
     def _learning_curves(self):

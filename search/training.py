@@ -43,31 +43,57 @@ class EpochLogger(NotCopied, keras.callbacks.Callback):
 
 
 class PruningCallback(NotCopied, KerasPruningCallback):
-    """optuna-integration's Keras pruning callback, but it stops the fit instead of raising.
+    """optuna-integration's Keras pruning callback, except after the trial's last epoch.
 
-    A library that runs the fit itself (KerasTuner, under AutoKeras) takes an exception
-    raised there for a failed trial, so ``train`` raises TrialPruned once the fit has
-    ended. After the trial's last epoch it only reports: pruning then saves no training
-    and would only mark a fully trained trial PRUNED, which also keeps it from being the
-    study's best.
+    Then it only reports: pruning saves no training there and would only mark a fully
+    trained trial PRUNED, which also keeps it from being the study's best.
     """
 
     def __init__(self, trial: optuna.Trial, monitor: str, last_epoch: int):
         super().__init__(trial, monitor)
         self.trial, self.monitor, self.last_epoch = trial, monitor, last_epoch
-        self.pruned = False
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch >= self.last_epoch:
-            value = (logs or {}).get(self.monitor)
-            if value is not None:
-                self.trial.report(float(value), step=epoch)
+        value = (logs or {}).get(self.monitor)
+        if epoch < self.last_epoch:
+            try:
+                super().on_epoch_end(epoch, logs)
+            except optuna.TrialPruned:
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at {value:.4f}") from None
             return
-        try:
-            super().on_epoch_end(epoch, logs)
-        except optuna.TrialPruned:
-            self.pruned = True
-            self.model.stop_training = True
+        if value is not None:
+            self.trial.report(float(value), step=epoch)
+
+
+class EpochTimeLimit(NotCopied, keras.callbacks.Callback):
+    """Prunes a trial whose epochs would take longer than ``max_seconds``.
+
+    The projection is the mean time of an epoch's batches after its first (which pays
+    for tracing or compiling), taken from the ``min_batches``-th batch on, so a model
+    that is far too slow for the budget stops after a few batches instead of a full
+    epoch. Optuna's pruners only act at epoch ends, which is why this is ours.
+    """
+
+    def __init__(self, max_seconds: float, min_batches: int = 3):
+        super().__init__()
+        self.max_seconds, self.min_batches = max_seconds, min_batches
+        self.since: float | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.since = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self.since is None:
+            self.since = now
+            return
+        steps = (self.params or {}).get("steps")
+        if steps and batch >= self.min_batches:
+            projected = (now - self.since) / batch * steps
+            if projected > self.max_seconds:
+                raise optuna.TrialPruned(
+                    f"too slow: about {projected:.0f} s per epoch, over MAX_EPOCH_SECONDS={self.max_seconds:g}"
+                )
 
 
 class History(NotCopied, keras.callbacks.History):
@@ -94,13 +120,14 @@ def plan_epochs(phases: tuple[Phase, ...], epochs: int) -> list[int]:
     return plan
 
 
-def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Trial, run: TrialRun) -> float:
+def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Trial, run: TrialRun,
+          max_epoch_seconds: float | None = None) -> float:
     """Fit the candidate's phases for ``plan`` epochs each; return the best epoch's val_accuracy.
 
     Epochs are counted across phases, so Optuna's pruner sees one curve. Early stopping
     acts within a phase. The model ends with the weights of the best epoch of all phases.
-    Raises optuna.TrialPruned when the pruner says so and TrialFailed when the loss
-    stops being finite.
+    Raises optuna.TrialPruned when the pruner says so or an epoch would take longer than
+    ``max_epoch_seconds``, and TrialFailed when the loss stops being finite.
     """
     started = time.perf_counter()
     best, best_weights, losses, done = -math.inf, None, [], 0
@@ -109,11 +136,12 @@ def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Tr
             continue
         if phase.start is not None:
             phase.start()
-        pruning, history = PruningCallback(trial, OBJECTIVE, last_epoch=sum(plan) - 1), History()
+        history = History()
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
+            *([EpochTimeLimit(max_epoch_seconds)] if max_epoch_seconds else []),
             EpochLogger(run, number),  # before pruning, so a pruned trial's last epoch is logged
-            pruning,
+            PruningCallback(trial, OBJECTIVE, last_epoch=sum(plan) - 1),
             keras.callbacks.EarlyStopping(
                 monitor=OBJECTIVE, mode="max", patience=early_stopping_patience(epochs), restore_best_weights=True
             ),
@@ -130,8 +158,6 @@ def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Tr
         )
         done += len(history.epoch)
         losses += history.history.get("loss", [])
-        if pruning.pruned:
-            raise optuna.TrialPruned(f"pruned after epoch {done}")
         if not history.epoch or not all(math.isfinite(v) for v in losses):
             break
         phase_best = float(np.max(history.history[OBJECTIVE]))

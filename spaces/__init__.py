@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import zipfile
+from pathlib import Path
+
+import keras
 
 from search.errors import UserError
 from spaces.autokeras_space import AutoKerasSpace
@@ -36,4 +40,16 @@ def get_space(name: str, **options) -> SearchSpace:
     return space_class(name)(**options)
 
 
-__all__ = ["SPACES", "Candidate", "Phase", "SearchSpace", "get_space", "space_class", "space_options"]
+def load_model(path: str | Path, compile: bool = True) -> keras.Model:
+    """``keras.saving.load_model`` for any model a space built (a checkpoint or an export).
+
+    Importing ``spaces`` registers our own layers and loss. AutoKeras registers its layers
+    when it is imported, which takes seconds, so that happens only for a model using them.
+    """
+    with zipfile.ZipFile(path) as archive:
+        if b'"module": "autokeras' in archive.read("config.json"):
+            import autokeras  # noqa: F401
+    return keras.saving.load_model(path, compile=compile)
+
+
+__all__ = ["SPACES", "Candidate", "Phase", "SearchSpace", "get_space", "load_model", "space_class", "space_options"]

@@ -74,11 +74,20 @@ class OptunaOracle(keras_tuner.Oracle):
                 values.values[hp.name] = suggest(self.optuna_trial, hp)
         return {"status": kt_trial.TrialStatus.RUNNING, "values": values.values}
 
+    def _bound(self, hps: keras_tuner.HyperParameters) -> OptunaHyperParameters:
+        bound = OptunaHyperParameters.from_config(hps.get_config())
+        bound.optuna_trial = self.optuna_trial
+        return bound
+
+    def get_space(self):
+        # AutoKeras builds a model from this before its first trial, to learn the space.
+        # Bound to the Optuna trial, that model is the trial's own: with KerasTuner's
+        # defaults it would be a ResNet50 every time, and fail any MAX_MODEL_SIZE below it.
+        return self._bound(super().get_space())
+
     def create_trial(self, tuner_id):
         trial = super().create_trial(tuner_id)
-        hps = OptunaHyperParameters.from_config(trial.hyperparameters.get_config())
-        hps.optuna_trial = self.optuna_trial
-        trial.hyperparameters = hps
+        trial.hyperparameters = self._bound(trial.hyperparameters)
         return trial
 
 
@@ -90,9 +99,15 @@ def _tuner_class():
         """The AutoKeras tuner that ``ak.ImageClassifier(tuner=OptunaTuner, optuna_trial=trial)`` runs."""
 
         def __init__(self, hypermodel, optuna_trial, objective="val_loss", max_trials=1, seed=None, **kwargs):
-            oracle = OptunaOracle(optuna_trial, objective=objective, max_trials=max_trials, seed=seed,
-                                  max_consecutive_failed_trials=1)
+            oracle = OptunaOracle(optuna_trial, objective=objective, max_trials=max_trials, seed=seed)
             super().__init__(oracle, hypermodel, **kwargs)
+
+        def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
+            # KerasTuner records a failing trial's traceback as text and goes on to its next
+            # trial. Here the Optuna trial is the only one: its real exception (or the pruning
+            # of our callbacks) goes to our Objective.
+            self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+            trial.status = kt_trial.TrialStatus.COMPLETED
 
     return OptunaTuner
 
@@ -124,8 +139,11 @@ class AutoKerasSpace(SearchSpace):
                     num_classes=num_classes, tuner=_tuner_class(), optuna_trial=trial, max_trials=1,
                     directory=scratch, overwrite=True, max_model_size=self.max_model_size,
                 )
-                classifier.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
-                               callbacks=callbacks, verbose=verbose)
+                try:
+                    classifier.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
+                                   callbacks=callbacks, verbose=verbose)
+                except keras_tuner.errors.FailedTrialError as exc:  # KerasTuner's max_model_size check
+                    raise optuna.TrialPruned(f"too large: {exc}") from None
                 candidate.model = classifier.export_model()
 
         candidate.fit = fit

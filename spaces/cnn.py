@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import keras
-import optuna
 from keras import layers
 
 from spaces.base import Candidate, SearchSpace

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras_tuner
 import optuna
 import pytest
@@ -70,11 +72,8 @@ def test_a_hyperparameter_first_seen_while_building_is_sampled_by_optuna():
     assert trial.params == {"image_block_1/augment": True, "late/zoom": 0.2}
 
 
-def test_an_autokeras_trial_runs_through_our_objective_and_its_model_reloads(tmp_path):
-    """AutoKeras's own vanilla starting point, 1 epoch on digits: tracked, checkpointed, reloadable."""
-    import keras
-    import numpy as np
-
+def make_objective(tmp_path, epochs, pruner=None, **space_options):
+    """A digits study on the autokeras space, tracked in tmp_path; returns (study, tracker, checkpoint, objective, data)."""
     from search.checkpoints import BestCheckpoint
     from search.datasets import DatasetSpec
     from search.objective import Objective
@@ -85,14 +84,32 @@ def test_an_autokeras_trial_runs_through_our_objective_and_its_model_reloads(tmp
 
     data = DatasetSpec("digits").load(tmp_path / "data")
     settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "autokeras",
-                "epochs": 1, "sampler": "tpe", "pruner": "none", "seed": 0}
+                "epochs": epochs, "sampler": "tpe", "pruner": "none", "seed": 0}
     study = open_study(open_storage(default_storage_url(tmp_path / "optuna.db")), "s", settings, exists=False)
+    if pruner is not None:
+        study.pruner = pruner
     tracker = Tracker(default_tracking_uri(tmp_path / "mlflow.db"), study, settings, tmp_path / "artifacts")
     checkpoint = BestCheckpoint(tmp_path / "checkpoints")
-    space = get_space("autokeras")
-    study.enqueue_trial(space.initial_params(data.image_shape)[0])
-    study.optimize(Objective(space, data, 1, tracker, checkpoint, fixed=settings, seed=0), n_trials=1)
+    space = get_space("autokeras", **space_options)
+    objective = Objective(space, data, epochs, tracker, checkpoint, fixed={**settings, **space.settings()}, seed=0)
+    return study, tracker, checkpoint, objective, data
 
+
+def vanilla() -> dict:
+    """AutoKeras's first starting point: its small vanilla CNN."""
+    from autokeras.tuners import task_specific
+
+    return dict(task_specific.IMAGE_CLASSIFIER[0])
+
+
+def test_an_autokeras_trial_runs_through_our_objective_and_its_model_reloads(tmp_path):
+    """AutoKeras's own vanilla starting point, 1 epoch on digits: tracked, checkpointed, reloadable."""
+    import keras
+    import numpy as np
+
+    study, tracker, checkpoint, objective, data = make_objective(tmp_path, epochs=1)
+    study.enqueue_trial(vanilla())
+    study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value > 0.5
     assert trial.params["image_block_1/block_type"] == "vanilla"
@@ -105,3 +122,147 @@ def test_an_autokeras_trial_runs_through_our_objective_and_its_model_reloads(tmp
     assert model.inputs[0].dtype == "uint8"
     predicted = model.predict(np.asarray(data.x_val), verbose=0).argmax(axis=1)
     assert float((predicted == data.y_val).mean()) == pytest.approx(trial.value, abs=0.02)
+
+
+def test_the_median_pruner_stops_an_autokeras_trial_after_its_first_epoch(tmp_path):
+    study, tracker, checkpoint, objective, _ = make_objective(
+        tmp_path, epochs=3, pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0, 2: 1.0}))
+    study.enqueue_trial(vanilla())
+    study.optimize(objective, n_trials=1)
+
+    trial = study.trials[1]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert list(trial.intermediate_values) == [0]
+    assert trial.user_attrs["prune_reason"].startswith("pruned after epoch 1 at ")
+    run = tracker.client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
+    assert [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_accuracy")] == [0]
+    assert not any(checkpoint.folder.glob("*.keras"))
+
+
+def test_a_model_over_max_model_size_is_pruned_before_training(tmp_path):
+    study, tracker, _, objective, _ = make_objective(tmp_path, epochs=1, max_model_size=1000)
+    study.enqueue_trial(vanilla())
+    study.optimize(objective, n_trials=1)
+
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {}
+    assert trial.user_attrs["prune_reason"].startswith("too large: Oversized model: ")
+    assert trial.params["image_block_1/block_type"] == "vanilla"  # the trial's own model, not KerasTuner's default
+    assert "val_accuracy" not in tracker.client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+
+
+def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(runs_env, tmp_path):
+    """A search killed inside an AutoKeras trial, its scratch folder deleted, resumes from the study alone."""
+    import json
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    from autokeras.tuners import task_specific
+
+    from conftest import REPO
+    from search.datasets import DatasetSpec
+    from storage import default_storage_url
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "autokeras", "EPOCHS": "2", "SEED": "0",
+           "MAX_EPOCH_SECONDS": "10", "TMPDIR": str(scratch),
+           "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # every download fails at once
+
+    def cli(trials: int, *args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "search", *args], cwd=REPO, env={**env, "TRIALS": str(trials)},
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    def load_study() -> optuna.Study:
+        return optuna.load_study(study_name="digits-autokeras",
+                                 storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
+
+    def queued(study) -> list[dict]:
+        return [t.system_attrs["fixed_params"] for t in study.trials if "fixed_params" in t.system_attrs]
+
+    starting_points = [dict(config) for config in task_specific.IMAGE_CLASSIFIER]
+    cli(1)
+    study = load_study()
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "WAITING", "WAITING"]
+    assert queued(study) == starting_points
+    first = study.trials[0]
+
+    # Killed inside trial 1 (AutoKeras's ResNet50 starting point, 224 px), while AutoKeras works in TMPDIR.
+    killed = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "2"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not any(scratch.glob("autokeras-*")) and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.2)
+    time.sleep(2)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert any(scratch.glob("autokeras-*")), "the search never reached AutoKeras"
+    assert load_study().trials[1].state.name == "RUNNING"
+    shutil.rmtree(scratch)
+    scratch.mkdir()
+
+    resumed = cli(2).stdout
+    assert "1/2 trials finished" in resumed
+    study = load_study()
+    assert queued(study) == starting_points  # not queued again by either later run
+    assert study.trials[0].state.name == "COMPLETE" and study.trials[0].value == first.value
+    assert study.trials[0].params == first.params
+    b7 = study.trials[2]
+    assert b7.state.name == "FAIL" and "efficientnetb7_notop.h5" in b7.user_attrs["fail_reason"]
+    assert "Traceback" not in resumed
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 2
+    assert all("image_block_1/block_type" in t.params for t in finished)
+
+    cli(2, "export")
+    evaluated = cli(2, "evaluate").stdout
+    export_dir = Path(runs_env["RUNS_DIR"]) / "exports" / "digits-autokeras"
+    result = json.loads((export_dir / "evaluation.json").read_text())
+    assert f"top1 {result['top1']:.4f}" in evaluated and result["n_test"] == 360 and result["top1"] > 0.5
+    from spaces import load_model
+
+    model = load_model(export_dir / "model.keras")  # in this process AutoKeras is imported: see the next test
+    data = DatasetSpec("digits").load(Path(runs_env["DATA_DIR"]))
+    predicted = model.predict(np.asarray(data.x_test), verbose=0).argmax(axis=1)
+    assert float((predicted == data.y_test).mean()) == pytest.approx(result["top1"], abs=1e-6)
+
+
+def test_load_model_imports_autokeras_only_for_a_model_that_needs_it(tmp_path):
+    """In a fresh process: an AutoKeras model loads through spaces.load_model, another one without AutoKeras."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from conftest import REPO
+
+    study, _, checkpoint, objective, data = make_objective(tmp_path, epochs=1)
+    study.enqueue_trial(vanilla())
+    study.optimize(objective, n_trials=1)
+    _, autokeras_model = checkpoint.best(study)
+    plain = tmp_path / "plain.keras"
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(plain)
+    code = (
+        "import sys, keras, spaces\n"
+        "try:\n"
+        f"    keras.saving.load_model({str(autokeras_model)!r})\n"
+        "except TypeError as exc:\n"
+        "    assert 'CastToFloat32' in str(exc)\n"
+        "else:\n"
+        "    raise SystemExit('loaded without AutoKeras layers registered')\n"
+        f"spaces.load_model({str(plain)!r})\n"
+        "assert 'autokeras' not in sys.modules\n"
+        f"model = spaces.load_model({str(autokeras_model)!r})\n"
+        "assert 'autokeras' in sys.modules and model.inputs[0].dtype == 'uint8'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]

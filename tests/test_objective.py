@@ -27,7 +27,7 @@ def digits(tmp_path_factory):
     return DatasetSpec("digits").load(tmp_path_factory.mktemp("data"))
 
 
-def make_run(tmp_path, data, pruner, epochs=3):
+def make_run(tmp_path, data, pruner, epochs=3, max_epoch_seconds=None):
     storage = open_storage(default_storage_url(tmp_path / "optuna.db"))
     settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "mlp",
                 "epochs": epochs, "sampler": "tpe", "pruner": "median", "seed": 0}
@@ -35,7 +35,8 @@ def make_run(tmp_path, data, pruner, epochs=3):
     study.pruner = pruner
     tracker = Tracker(default_tracking_uri(tmp_path / "mlflow.db"), study, settings, tmp_path / "artifacts")
     checkpoint = BestCheckpoint(tmp_path / "checkpoints")
-    objective = Objective(get_space("mlp"), data, epochs, tracker, checkpoint, fixed=settings, seed=0)
+    objective = Objective(get_space("mlp"), data, epochs, tracker, checkpoint, fixed=settings, seed=0,
+                          max_epoch_seconds=max_epoch_seconds)
     return study, tracker, checkpoint, objective
 
 
@@ -60,6 +61,21 @@ def test_median_pruner_prunes_a_bad_trial(tmp_path, digits):
     runs = children(tracker)
     assert runs[1].info.status == "KILLED" and runs[1].data.tags["optuna.state"] == "PRUNED"
     assert runs[0].info.status == "FINISHED" and runs[0].data.tags["optuna.state"] == "COMPLETE"
+    step = max(bad.intermediate_values)
+    reason = f"pruned after epoch {step + 1} at {bad.intermediate_values[step]:.4f}"
+    assert bad.user_attrs["prune_reason"] == runs[1].data.tags["prune_reason"] == reason
+
+
+def test_a_trial_too_slow_for_max_epoch_seconds_is_pruned_within_its_first_epoch(tmp_path, digits):
+    study, tracker, _, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), max_epoch_seconds=1e-6)
+    study.enqueue_trial(GOOD)  # 41 batches an epoch
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.intermediate_values == {}  # stopped inside epoch 1, before its validation
+    assert trial.user_attrs["prune_reason"].startswith("too slow: about ")
+    assert "over MAX_EPOCH_SECONDS=1e-06" in trial.user_attrs["prune_reason"]
+    assert children(tracker)[0].data.tags["optuna.state"] == "PRUNED"
 
 
 def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
@@ -74,6 +90,8 @@ def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
     assert complete.state == optuna.trial.TrialState.COMPLETE
     runs = children(tracker)
     assert runs[0].info.status == "FAILED" and "NaN" in runs[0].data.tags["failure_reason"]
+    traceback = MlflowClient(tracker.tracking_uri).download_artifacts(runs[0].info.run_id, "traceback.txt", str(tmp_path))
+    assert "Traceback (most recent call last)" in open(traceback).read()
 
 
 def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, digits):
