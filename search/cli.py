@@ -22,7 +22,8 @@ OPTIONS = {
     "trials": (int, "finished (complete or pruned) trials the study should reach (default 20)"),
     "epochs": (int, "maximum epochs per trial (default 10)"),
     "timeout": (float, "stop starting new trials after this many seconds"),
-    "max_epoch_seconds": (float, "prune a trial whose epoch would take longer (default 600, 0: no limit)"),
+    "max_epoch_seconds": (float, "prune a trial whose epoch would take longer "
+                                 "(default: 20x the median complete trial's, at least 60; 0: no limit)"),
     "image_size": (int, "resize images to this square size (default: the dataset's own)"),
     "storage": (str, "SQLAlchemy URL of the study database (default sqlite in RUNS_DIR)"),
     "study": (str, "study name (default <dataset>-<space>)"),
@@ -37,7 +38,8 @@ OPTIONS = {
     "backbones": (str, "finetune: backbones or families to choose from, comma-separated (default: all)"),
     "weights": (str, "finetune: imagenet (default) or none (random initialisation)"),
     "weights_dir": (str, "finetune: folder of Keras weight files, used instead of downloading"),
-    "max_model_size": (int, "autokeras: largest model (parameters) AutoKeras may build"),
+    "max_model_size": (int, "autokeras: prune a trial whose model has more parameters, before training"),
+    "pretrained": (str, "autokeras: yes (default) or no (leave out AutoKeras's pretrained blocks)"),
     "mlflow_tracking_uri": (str, "MLflow tracking URI (default sqlite in RUNS_DIR)"),
     "trials_per_process": (int, "continue in a fresh process after this many trials (default 25, 0: never)"),
 }

@@ -25,7 +25,6 @@ from storage import RunsLayout, default_storage_url, mask_url, open_storage
 
 DEFAULT_TRIALS = 20
 DEFAULT_TRIALS_PER_PROCESS = 25
-DEFAULT_MAX_EPOCH_SECONDS = 600.0
 
 
 def _quiet_libraries() -> None:
@@ -110,9 +109,8 @@ def search(args: argparse.Namespace) -> int:
         raise UserError(f"EPOCHS={args.epochs}: must be at least 1")
     if args.timeout is not None and args.timeout <= 0:
         raise UserError(f"TIMEOUT={args.timeout}: must be a positive number of seconds")
-    max_epoch_seconds = DEFAULT_MAX_EPOCH_SECONDS if args.max_epoch_seconds is None else args.max_epoch_seconds
-    if max_epoch_seconds < 0:
-        raise UserError(f"MAX_EPOCH_SECONDS={max_epoch_seconds:g}: must be 0 (no limit) or a number of seconds")
+    if args.max_epoch_seconds is not None and args.max_epoch_seconds < 0:
+        raise UserError(f"MAX_EPOCH_SECONDS={args.max_epoch_seconds:g}: must be 0 (no limit) or a number of seconds")
     ctx = _context(args, creating=True)
     for note in ctx.space.check_ready():
         print(f"note: {note}", flush=True)
@@ -134,7 +132,7 @@ def search(args: argparse.Namespace) -> int:
     try:
         if done < trials:
             objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
-                                  fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=max_epoch_seconds)
+                                  fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=args.max_epoch_seconds)
             study.optimize(
                 objective, timeout=args.timeout, catch=(Exception,),
                 callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED_STATES), checkpoint.after_trial,

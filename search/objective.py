@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import statistics
 import traceback
 
 import keras
@@ -13,8 +14,12 @@ from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.progress import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 from search.tracking import Tracker
-from search.training import plan_epochs, train
+from search.training import EpochTimer, plan_epochs, train
 from spaces import SearchSpace
+
+EPOCH_SECONDS_ATTR = "epoch_seconds"
+SLOWDOWN_LIMIT = 20  # default cap: this many times the median complete trial's epoch,
+MIN_EPOCH_LIMIT = 60.0  # but never below this many seconds (short epochs time too noisily)
 
 
 def model_summary(model: keras.Model) -> str:
@@ -28,9 +33,12 @@ class Objective:
 
     Every trial gets an MLflow child run whose final state mirrors the Optuna state
     (complete, pruned, failed). ``seed`` (when set) seeds Keras per trial with
-    ``seed + trial.number``. A trial whose epoch would take longer than ``max_epoch_seconds``
-    is pruned. The Keras session is cleared after every trial, so memory
-    does not grow with the number of trials.
+    ``seed + trial.number``. The Keras session is cleared after every trial, so memory does
+    not grow with the number of trials.
+
+    A trial whose epoch would take longer than ``max_epoch_seconds`` is pruned. By default
+    (None) the cap is SLOWDOWN_LIMIT times the median epoch of the study's complete trials,
+    at least MIN_EPOCH_LIMIT (none before the first completes); 0 means no cap.
     """
 
     def __init__(self, space: SearchSpace, data: Dataset, epochs: int, tracker: Tracker,
@@ -44,6 +52,7 @@ class Objective:
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + trial.number)
         run = self.tracker.trial_run(trial, self.fixed)
+        timer = EpochTimer(*self.epoch_limit(trial.study))
         try:
             candidate = self.space.build(trial, self.data.image_shape, self.data.num_classes)
             plan = plan_epochs(candidate.phases, self.epochs)
@@ -51,7 +60,7 @@ class Objective:
             run.log_params(trial.params, derived={**candidate.details, **epochs})
             if candidate.model is not None:
                 run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
-            value = train(candidate, plan, self.data, trial, run, self.max_epoch_seconds)
+            value = train(candidate, plan, self.data, trial, run, timer)
             if candidate.fit is not None:  # the space's library built the model while fitting
                 run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
             if self.checkpoint.offer(trial.study, trial.number, value, candidate.model):
@@ -71,5 +80,23 @@ class Objective:
             run.finish(trial, "COMPLETE")
             return value
         finally:
+            if timer.seconds is not None:
+                trial.set_user_attr(EPOCH_SECONDS_ATTR, timer.seconds)
+                run.log_metrics({EPOCH_SECONDS_ATTR: timer.seconds})
             keras.backend.clear_session()
             gc.collect()
+
+    def epoch_limit(self, study: optuna.Study) -> tuple[float | None, str]:
+        """The most seconds an epoch of the next trial may take, and why."""
+        if self.max_epoch_seconds == 0:
+            return None, ""
+        if self.max_epoch_seconds is not None:
+            return self.max_epoch_seconds, f"MAX_EPOCH_SECONDS={self.max_epoch_seconds:g}"
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        seconds = [t.user_attrs[EPOCH_SECONDS_ATTR] for t in complete if EPOCH_SECONDS_ATTR in t.user_attrs]
+        if not seconds:
+            return None, ""
+        median = statistics.median(seconds)
+        why = (f"{SLOWDOWN_LIMIT}x the median complete trial's {median:.1f} s, at least {MIN_EPOCH_LIMIT:.0f} s; "
+               "MAX_EPOCH_SECONDS sets a fixed cap")
+        return max(MIN_EPOCH_LIMIT, SLOWDOWN_LIMIT * median), why

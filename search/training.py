@@ -65,35 +65,41 @@ class PruningCallback(NotCopied, KerasPruningCallback):
             self.trial.report(float(value), step=epoch)
 
 
-class EpochTimeLimit(NotCopied, keras.callbacks.Callback):
-    """Prunes a trial whose epochs would take longer than ``max_seconds``.
+class EpochTimer(NotCopied, keras.callbacks.Callback):
+    """Projects each epoch's seconds from its batches and prunes a trial over ``max_seconds``.
 
-    The projection is the mean time of an epoch's batches after its first (which pays
-    for tracing or compiling), taken from the ``min_batches``-th batch on, so a model
-    that is far too slow for the budget stops after a few batches instead of a full
-    epoch. Optuna's pruners only act at epoch ends, which is why this is ours.
+    The projection is the mean time of an epoch's batches after its first (which pays for
+    tracing or compiling) times the number of batches, taken from the ``min_batches``-th
+    batch on, so a model far too slow for the budget stops after a few batches instead of
+    a full epoch (or after its first batch, when that alone takes longer than an epoch may).
+    Optuna's pruners only act at epoch ends, which is why this is ours. ``seconds`` is the
+    slowest epoch's projection so far; ``why`` names the limit.
     """
 
-    def __init__(self, max_seconds: float, min_batches: int = 3):
+    def __init__(self, max_seconds: float | None = None, why: str = "", min_batches: int = 3):
         super().__init__()
-        self.max_seconds, self.min_batches = max_seconds, min_batches
-        self.since: float | None = None
+        self.max_seconds, self.why, self.min_batches = max_seconds, why, min_batches
+        self.seconds: float | None = None
+        self._began = self._since = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.since = None
+        self._began = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
-        if self.since is None:
-            self.since = now
+        if batch == 0:
+            self._since = now
+            self._check(now - self._began, f"its first batch alone took {now - self._began:.0f} s")
             return
         steps = (self.params or {}).get("steps")
         if steps and batch >= self.min_batches:
-            projected = (now - self.since) / batch * steps
-            if projected > self.max_seconds:
-                raise optuna.TrialPruned(
-                    f"too slow: about {projected:.0f} s per epoch, over MAX_EPOCH_SECONDS={self.max_seconds:g}"
-                )
+            projected = (now - self._since) / batch * steps
+            self.seconds = max(self.seconds or 0.0, projected)
+            self._check(projected, f"about {projected:.0f} s per epoch")
+
+    def _check(self, seconds: float, what: str) -> None:
+        if self.max_seconds is not None and seconds > self.max_seconds:
+            raise optuna.TrialPruned(f"too slow: {what}, over {self.max_seconds:.0f} s per epoch ({self.why})")
 
 
 class History(NotCopied, keras.callbacks.History):
@@ -121,13 +127,13 @@ def plan_epochs(phases: tuple[Phase, ...], epochs: int) -> list[int]:
 
 
 def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Trial, run: TrialRun,
-          max_epoch_seconds: float | None = None) -> float:
+          timer: EpochTimer | None = None) -> float:
     """Fit the candidate's phases for ``plan`` epochs each; return the best epoch's val_accuracy.
 
     Epochs are counted across phases, so Optuna's pruner sees one curve. Early stopping
     acts within a phase. The model ends with the weights of the best epoch of all phases.
-    Raises optuna.TrialPruned when the pruner says so or an epoch would take longer than
-    ``max_epoch_seconds``, and TrialFailed when the loss stops being finite.
+    Raises optuna.TrialPruned when the pruner or ``timer`` says so, and TrialFailed when
+    the loss stops being finite.
     """
     started = time.perf_counter()
     best, best_weights, losses, done = -math.inf, None, [], 0
@@ -139,7 +145,7 @@ def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Tr
         history = History()
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
-            *([EpochTimeLimit(max_epoch_seconds)] if max_epoch_seconds else []),
+            *([timer] if timer is not None else []),
             EpochLogger(run, number),  # before pruning, so a pruned trial's last epoch is logged
             PruningCallback(trial, OBJECTIVE, last_epoch=sum(plan) - 1),
             keras.callbacks.EarlyStopping(

@@ -10,6 +10,8 @@ one Optuna trial runs one AutoKeras trial in a scratch folder that is deleted af
 from __future__ import annotations
 
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 
 import keras_tuner
@@ -17,17 +19,25 @@ import optuna
 from keras_tuner.src.engine import trial as kt_trial
 from keras_tuner.src.engine.hyperparameters import hp_types
 
+from search.errors import UserError
 from spaces.base import Candidate, SearchSpace
 
 BATCH_SIZE = 32  # AutoKeras's own default; its image classifier does not tune it
+WEIGHTS_HOST = "https://storage.googleapis.com/"  # where keras.applications downloads weights from
 
 
-def suggest(trial: optuna.Trial, hp: keras_tuner.engine.hyperparameters.HyperParameter) -> object:
+def suggest(trial: optuna.Trial, hp: keras_tuner.engine.hyperparameters.HyperParameter,
+            fixed: dict | None = None) -> object:
     """The value of KerasTuner hyperparameter ``hp``, sampled by Optuna under the same name.
 
     Choice and Boolean become categorical, Int and Float keep their range, step and log
     sampling, and Fixed is a categorical of one value (so it is recorded with the rest).
+    ``fixed`` pins hyperparameters by their last name part (``{"pretrained": False}``
+    pins every block's ``.../pretrained``) to a one-value categorical.
     """
+    short = hp.name.rsplit("/", 1)[-1]
+    if fixed and short in fixed:
+        return trial.suggest_categorical(hp.name, [fixed[short]])
     if isinstance(hp, hp_types.Fixed):
         return trial.suggest_categorical(hp.name, [hp.value])
     if isinstance(hp, hp_types.Boolean):
@@ -51,32 +61,34 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
     """
 
     optuna_trial: optuna.Trial | None = None
+    fixed: dict | None = None
 
     def _register(self, hyperparameter, overwrite=False):
         value = super()._register(hyperparameter, overwrite)
         if value is not None and self.optuna_trial is not None:
-            value = self.values[hyperparameter.name] = suggest(self.optuna_trial, hyperparameter)
+            value = self.values[hyperparameter.name] = suggest(self.optuna_trial, hyperparameter, self.fixed)
         return value
 
 
 class OptunaOracle(keras_tuner.Oracle):
-    """A KerasTuner Oracle that fills a trial's active hyperparameters from ``optuna_trial``."""
+    """A KerasTuner Oracle that fills a trial's active hyperparameters from ``optuna_trial``
+    (``fixed`` as for ``suggest``)."""
 
-    def __init__(self, optuna_trial: optuna.Trial, **kwargs):
+    def __init__(self, optuna_trial: optuna.Trial, fixed: dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.optuna_trial = optuna_trial
+        self.optuna_trial, self.fixed = optuna_trial, fixed
 
     def populate_space(self, trial_id):
         values = keras_tuner.HyperParameters()
         for hp in self.hyperparameters.space:  # in registration order, so parents come first
             values.merge([hp])
             if values.is_active(hp):
-                values.values[hp.name] = suggest(self.optuna_trial, hp)
+                values.values[hp.name] = suggest(self.optuna_trial, hp, self.fixed)
         return {"status": kt_trial.TrialStatus.RUNNING, "values": values.values}
 
     def _bound(self, hps: keras_tuner.HyperParameters) -> OptunaHyperParameters:
         bound = OptunaHyperParameters.from_config(hps.get_config())
-        bound.optuna_trial = self.optuna_trial
+        bound.optuna_trial, bound.fixed = self.optuna_trial, self.fixed
         return bound
 
     def get_space(self):
@@ -98,8 +110,9 @@ def _tuner_class():
     class OptunaTuner(ak_tuner.AutoTuner):
         """The AutoKeras tuner that ``ak.ImageClassifier(tuner=OptunaTuner, optuna_trial=trial)`` runs."""
 
-        def __init__(self, hypermodel, optuna_trial, objective="val_loss", max_trials=1, seed=None, **kwargs):
-            oracle = OptunaOracle(optuna_trial, objective=objective, max_trials=max_trials, seed=seed)
+        def __init__(self, hypermodel, optuna_trial, fixed=None, objective="val_loss", max_trials=1, seed=None,
+                     **kwargs):
+            oracle = OptunaOracle(optuna_trial, fixed, objective=objective, max_trials=max_trials, seed=seed)
             super().__init__(oracle, hypermodel, **kwargs)
 
         def _try_run_and_update_trial(self, trial, *fit_args, **fit_kwargs):
@@ -118,15 +131,42 @@ class AutoKerasSpace(SearchSpace):
     normalisation and augmentation, classification head, optimizer and learning rate.
 
     ``max_model_size`` (parameters) makes AutoKeras reject larger models before training.
+    ``pretrained="no"`` pins every block's ``pretrained`` to False: AutoKeras's pretrained
+    blocks download ImageNet weights through Keras, which fails offline.
     """
 
     max_model_size: int | None = None
+    pretrained: str = "yes"
+
+    def __post_init__(self):
+        if self.pretrained not in ("yes", "no"):
+            raise UserError(f"PRETRAINED={self.pretrained!r}: choose yes or no")
+
+    @property
+    def fixed(self) -> dict:
+        return {"pretrained": False} if self.pretrained == "no" else {}
+
+    def check_ready(self) -> list[str]:
+        if self.pretrained == "no":
+            return []
+        try:
+            urllib.request.urlopen(WEIGHTS_HOST, timeout=10).close()
+        except urllib.error.HTTPError:
+            pass  # the host answered
+        except (urllib.error.URLError, OSError) as exc:
+            return [f"Keras cannot reach {WEIGHTS_HOST} ({getattr(exc, 'reason', exc)}): trials of AutoKeras's "
+                    "pretrained blocks fail unless their weights are in ~/.keras/models; PRETRAINED=no leaves them out"]
+        return []
 
     def initial_params(self, image_shape) -> list[dict]:
-        """AutoKeras's own starting points for image classification (``task_specific.IMAGE_CLASSIFIER``)."""
+        """AutoKeras's own starting points for image classification (``task_specific.IMAGE_CLASSIFIER``),
+        less those with pretrained blocks when ``pretrained="no"``."""
         from autokeras.tuners import task_specific
 
-        return [dict(config) for config in task_specific.IMAGE_CLASSIFIER]
+        configs = [dict(config) for config in task_specific.IMAGE_CLASSIFIER]
+        if self.pretrained == "no":
+            configs = [c for c in configs if not any(k.endswith("/pretrained") and v for k, v in c.items())]
+        return configs
 
     def build(self, trial, image_shape, num_classes) -> Candidate:
         import autokeras as ak
@@ -136,7 +176,7 @@ class AutoKerasSpace(SearchSpace):
         def fit(x, y, batch_size, epochs, validation_data, callbacks, verbose, initial_epoch=0):
             with tempfile.TemporaryDirectory(prefix="autokeras-") as scratch:
                 classifier = ak.ImageClassifier(
-                    num_classes=num_classes, tuner=_tuner_class(), optuna_trial=trial, max_trials=1,
+                    num_classes=num_classes, tuner=_tuner_class(), optuna_trial=trial, fixed=self.fixed, max_trials=1,
                     directory=scratch, overwrite=True, max_model_size=self.max_model_size,
                 )
                 try:

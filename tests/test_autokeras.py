@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from search.errors import UserError
 from spaces.autokeras_space import OptunaHyperParameters, OptunaOracle
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -25,15 +26,16 @@ def space() -> keras_tuner.HyperParameters:
     hp.Fixed("optimizer", "adam")
     with hp.conditional_scope("image_block_1/block_type", ["resnet"]):
         hp.Choice("image_block_1/res_net_block_1/version", ["resnet50", "resnet101"])
+        hp.Boolean("image_block_1/res_net_block_1/pretrained")
     return hp
 
 
-def populate(params: dict | None = None) -> optuna.trial.FrozenTrial:
+def populate(params: dict | None = None, fixed: dict | None = None) -> optuna.trial.FrozenTrial:
     study = optuna.create_study(direction="maximize")
     if params:
         study.enqueue_trial(params)
     trial = study.ask()
-    oracle = OptunaOracle(trial, objective="val_accuracy", max_trials=1)
+    oracle = OptunaOracle(trial, fixed, objective="val_accuracy", max_trials=1)
     oracle.hyperparameters = space()
     values = oracle.populate_space("0")["values"]
     study.tell(trial, 0.5)
@@ -58,6 +60,24 @@ def test_every_kerastuner_type_maps_to_its_optuna_distribution():
 def test_conditional_hyperparameters_are_sampled_only_when_active(block_type, sampled):
     trial = populate({"image_block_1/block_type": block_type})
     assert ("image_block_1/res_net_block_1/version" in trial.params) == sampled
+
+
+def test_pretrained_no_pins_every_pretrained_hyperparameter_and_drops_that_starting_point():
+    trial = populate({"image_block_1/block_type": "resnet"}, fixed={"pretrained": False})
+    assert trial.distributions["image_block_1/res_net_block_1/pretrained"] == CategoricalDistribution([False])
+    assert trial.params["image_block_1/res_net_block_1/pretrained"] is False
+    assert trial.distributions["image_block_1/res_net_block_1/version"] == CategoricalDistribution(
+        ["resnet50", "resnet101"])  # the rest is sampled as before
+
+    from spaces import get_space
+
+    everything = get_space("autokeras").initial_params((32, 32, 3))
+    offline = get_space("autokeras", pretrained="no").initial_params((32, 32, 3))
+    assert [c["image_block_1/block_type"] for c in everything] == ["vanilla", "resnet", "efficient"]
+    assert offline == everything[:2]  # the EfficientNet-B7 starting point is the pretrained one
+    assert get_space("autokeras", pretrained="no").check_ready() == []
+    with pytest.raises(UserError, match="PRETRAINED='maybe': choose yes or no"):
+        get_space("autokeras", pretrained="maybe")
 
 
 def test_a_hyperparameter_first_seen_while_building_is_sampled_by_optuna():
@@ -190,7 +210,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
         return [t.system_attrs["fixed_params"] for t in study.trials if "fixed_params" in t.system_attrs]
 
     starting_points = [dict(config) for config in task_specific.IMAGE_CLASSIFIER]
-    cli(1)
+    assert "note: Keras cannot reach https://storage.googleapis.com/" in cli(1).stdout
     study = load_study()
     assert [t.state.name for t in study.trials] == ["COMPLETE", "WAITING", "WAITING"]
     assert queued(study) == starting_points

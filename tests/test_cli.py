@@ -95,6 +95,7 @@ BAD_INPUTS = [
     (["--dataset", "digits", "--trials", "-3"], "TRIALS=-3: must be at least 1"),
     (["--dataset", "digits", "--epochs", "0"], "EPOCHS=0: must be at least 1"),
     (["--dataset", "digits", "--trials", "many"], "invalid int value: 'many'"),
+    (["--dataset", "digits", "--max-epoch-seconds", "-1"], "MAX_EPOCH_SECONDS=-1: must be 0 (no limit)"),
     (["--dataset", "digits", "--storage", "nonsense"], "is not a database URL"),
     (["--dataset", "digits", "--storage", "postgresql://u:pw@127.0.0.1:1/x"], "127.0.0.1:1"),
     (["--dataset", "digits", "--image-size", "4"], "IMAGE_SIZE=4 is below 8"),

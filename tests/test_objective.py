@@ -73,9 +73,42 @@ def test_a_trial_too_slow_for_max_epoch_seconds_is_pruned_within_its_first_epoch
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.intermediate_values == {}  # stopped inside epoch 1, before its validation
-    assert trial.user_attrs["prune_reason"].startswith("too slow: about ")
-    assert "over MAX_EPOCH_SECONDS=1e-06" in trial.user_attrs["prune_reason"]
+    assert trial.user_attrs["prune_reason"].startswith("too slow: its first batch alone took ")
+    assert trial.user_attrs["prune_reason"].endswith("(MAX_EPOCH_SECONDS=1e-06)")
     assert children(tracker)[0].data.tags["optuna.state"] == "PRUNED"
+
+
+def test_the_epoch_timer_projects_an_epoch_from_its_batches_after_the_first(monkeypatch):
+    from search import training
+
+    clock = iter([0.0, 5.0, 6.0, 7.0, 8.0, 9.0])  # epoch begins; a 5 s first batch; then 1 s a batch
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    timer = training.EpochTimer(max_seconds=50, why="a test")
+    timer.set_params({"steps": 60})
+    timer.on_epoch_begin(0)
+    for batch in range(3):
+        timer.on_train_batch_end(batch)
+    assert timer.seconds is None  # not projected before min_batches
+    with pytest.raises(optuna.TrialPruned, match=r"^too slow: about 60 s per epoch, over 50 s per epoch \(a test\)$"):
+        timer.on_train_batch_end(3)
+    assert timer.seconds == 60
+
+
+def test_by_default_an_epoch_may_take_twenty_times_the_median_complete_trials(tmp_path, digits):
+    study, tracker, _, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    assert objective.epoch_limit(study) == (None, "")  # no complete trial yet: no cap
+    study.enqueue_trial(GOOD)
+    study.optimize(objective, n_trials=1)
+    measured = study.trials[0]
+    assert measured.state == optuna.trial.TrialState.COMPLETE and 0 < measured.user_attrs["epoch_seconds"] < 60
+    assert children(tracker)[0].data.metrics["epoch_seconds"] == measured.user_attrs["epoch_seconds"]
+    assert objective.epoch_limit(study)[0] == 60  # a short epoch: the floor
+    for seconds in (10.0, 30.0, 20.0):
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"epoch_seconds": seconds}))
+    limit, why = objective.epoch_limit(study)  # median of (measured, 10, 30, 20) = 15
+    assert limit == 300 and why.startswith("20x the median complete trial's 15.0 s")
+    objective.max_epoch_seconds = 0
+    assert objective.epoch_limit(study) == (None, "")
 
 
 def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
