@@ -11,12 +11,12 @@ MLFLOW_PORT ?= 5000
 # Every setting reaches `python -m search` as an environment variable of the same name.
 export DATASET SPACE TRIALS EPOCHS TIMEOUT MAX_EPOCH_SECONDS IMAGE_SIZE STORAGE STUDY RUNS_DIR DATA_DIR \
        SAMPLER PRUNER SEED LABELS FOLDER MLFLOW_TRACKING_URI TRIALS_PER_PROCESS \
-       MAX_BLOCKS BACKBONES WEIGHTS WEIGHTS_DIR MAX_MODEL_SIZE PRETRAINED
+       MAX_BLOCKS BACKBONES WEIGHTS WEIGHTS_DIR MAX_MODEL_SIZE PRETRAINED WORKERS HEARTBEAT
 
 STUDY_STORAGE = $(or $(STORAGE),sqlite:///$(abspath $(RUNS_DIR))/optuna.db)
 TRACKING_STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(RUNS_DIR))/mlflow.db)
 
-.PHONY: install search export evaluate dashboard mlflow test bench clean
+.PHONY: install search worker export evaluate dashboard mlflow test bench clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ $(VENV)/.installed: pyproject.toml
 
 search: install
 	$(BIN)/python -m search search
+
+worker: install
+	$(BIN)/python -m search worker
 
 export: install
 	$(BIN)/python -m search export

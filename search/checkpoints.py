@@ -17,6 +17,7 @@ class BestCheckpoint:
     A trial saves its model only when it beats every complete trial so far; older files
     are deleted only after the new best is recorded as complete in the study (the
     ``after_trial`` callback), so a crash never leaves the study without its best model.
+    Files of trials still running (in other workers) are left to their own trial's end.
     """
 
     def __init__(self, folder: Path):
@@ -42,10 +43,9 @@ class BestCheckpoint:
         """Study callback: once ``trial`` is the recorded best, drop every other checkpoint."""
         if trial.state != optuna.trial.TrialState.COMPLETE or study.best_trial.number != trial.number:
             return
-        keep = self.path(trial.number)
-        for other in self.folder.glob("trial-*.keras"):
-            if other != keep:
-                other.unlink(missing_ok=True)
+        for other in study.get_trials(deepcopy=False):
+            if other.number != trial.number and other.state.is_finished():
+                self.path(other.number).unlink(missing_ok=True)
 
     def best(self, study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
         """The best complete trial and its model file; UserError when there is none."""

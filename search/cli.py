@@ -1,8 +1,9 @@
-"""``python -m search [search|export|evaluate]``: every setting is a flag or an environment variable.
+"""``python -m search [search|worker|export|evaluate]``: every setting is a flag or an environment variable.
 
 Each flag ``--image-size`` also reads ``IMAGE_SIZE`` from the environment (the Makefile
 exports its variables); a flag wins over the variable. Bad input ends with one line on
-stderr and exit status 2; Ctrl-C with 130.
+stderr and exit status 2; Ctrl-C with 130 and SIGTERM with 143, the running trial closed
+as failed.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import os
 import sys
 
 from search.errors import UserError
+from search.signals import Terminated, raise_on_sigterm
 from search.recycle import RestartProcess
 
-COMMANDS = ("search", "export", "evaluate")
+COMMANDS = ("search", "worker", "export", "evaluate")
 # flag name -> (type, help); the environment variable is the upper-case name.
 OPTIONS = {
     "dataset": (str, "tinyimagenet, cifar10, cifar100, mnist, fashion_mnist, digits or folder"),
@@ -41,6 +43,8 @@ OPTIONS = {
     "max_model_size": (int, "autokeras: prune a trial whose model has more parameters, before training"),
     "pretrained": (str, "autokeras: yes (default) or no (leave out AutoKeras's pretrained blocks)"),
     "mlflow_tracking_uri": (str, "MLflow tracking URI (default sqlite in RUNS_DIR)"),
+    "workers": (int, "search: run the trials in this many local worker processes (default 1)"),
+    "heartbeat": (int, "seconds between a running trial's heartbeats; one silent for 3 is retried (default 10)"),
     "trials_per_process": (int, "continue in a fresh process after this many trials (default 25, 0: never)"),
 }
 
@@ -66,6 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = None
+    raise_on_sigterm()
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         from search import commands
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("\nterminated (SIGTERM); run the same command again to resume the study", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume the study", file=sys.stderr)
         return 130

@@ -14,17 +14,20 @@ from search.datasets import Dataset, DatasetSpec
 from search.errors import UserError
 from search.evaluate import evaluate_model
 from search.export import MODEL_FILE, export_best
+from search.faults import RetryStaleTrial
 from search.objective import Objective
 from search.progress import Progress
 from search.recycle import RestartProcess, TrialBudget
 from search.study import (DEFAULTS, FINISHED_STATES, SPACE_OPTIONS, STUDY_KEYS, finished_count, open_study,
                           resolve_settings, resolve_space)
 from search.tracking import Tracker, default_tracking_uri
+from search.workers import run_local_workers, worker_argv
 from spaces import SPACES, SearchSpace, space_options
 from storage import RunsLayout, default_storage_url, mask_url, open_storage
 
 DEFAULT_TRIALS = 20
 DEFAULT_TRIALS_PER_PROCESS = 25
+DEFAULT_HEARTBEAT = 10  # seconds; a trial silent for 3 heartbeats is stale
 
 
 def _quiet_libraries() -> None:
@@ -77,7 +80,7 @@ def _context(args: argparse.Namespace, creating: bool) -> Context:
     layout = RunsLayout(Path(args.runs_dir or "runs"))
     layout.ensure_writable()
     storage_url = args.storage or default_storage_url(layout.study_db)
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, heartbeat=args.heartbeat or DEFAULT_HEARTBEAT)
     study_name = args.study or (f"{args.dataset}-{args.space or DEFAULTS['space']}" if args.dataset else None)
     if study_name is None:
         names = optuna.get_all_study_names(storage)
@@ -100,8 +103,8 @@ def _context(args: argparse.Namespace, creating: bool) -> Context:
                    Path(args.data_dir or "data"), tracking_uri)
 
 
-def search(args: argparse.Namespace) -> int:
-    """Add trials until the study has TRIALS finished ones (or TIMEOUT), then export and evaluate."""
+def _trial_target(args: argparse.Namespace) -> int:
+    """TRIALS, after checking the run options; UserError on a bad one."""
     trials = DEFAULT_TRIALS if args.trials is None else args.trials
     if trials < 1:
         raise UserError(f"TRIALS={trials}: must be at least 1")
@@ -111,6 +114,20 @@ def search(args: argparse.Namespace) -> int:
         raise UserError(f"TIMEOUT={args.timeout}: must be a positive number of seconds")
     if args.max_epoch_seconds is not None and args.max_epoch_seconds < 0:
         raise UserError(f"MAX_EPOCH_SECONDS={args.max_epoch_seconds:g}: must be 0 (no limit) or a number of seconds")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"WORKERS={args.workers}: must be at least 1")
+    if args.heartbeat is not None and args.heartbeat < 1:
+        raise UserError(f"HEARTBEAT={args.heartbeat}: must be at least 1 second")
+    return trials
+
+
+def search(args: argparse.Namespace) -> int:
+    """Add trials until the study has TRIALS finished ones (or TIMEOUT), then export and evaluate.
+
+    With WORKERS=N the trials run in N local ``worker`` processes (one GPU each when GPUs
+    are visible) while this one waits; it creates the study first, so they all join it.
+    """
+    trials = _trial_target(args)
     ctx = _context(args, creating=True)
     for note in ctx.space.check_ready():
         print(f"note: {note}", flush=True)
@@ -119,35 +136,17 @@ def search(args: argparse.Namespace) -> int:
     if not ctx.exists:
         for params in ctx.space.initial_params(data.image_shape):
             study.enqueue_trial(params)
-    tracker = ctx.tracker(study)
-    checkpoint = BestCheckpoint(ctx.layout.checkpoints(ctx.study_name))
-    done = finished_count(study)
-    print(f"study {ctx.study_name} in {mask_url(ctx.storage_url)}: {done}/{trials} trials finished | "
-          f"{data.name} {data.image_shape}, {data.num_classes} classes, "
-          f"train {len(data.y_train)} / val {len(data.y_val)} / test {len(data.y_test)}", flush=True)
-    progress = Progress(trials)
-    per_process = DEFAULT_TRIALS_PER_PROCESS if args.trials_per_process is None else args.trials_per_process
-    budget = TrialBudget(per_process)
-    started = time.monotonic()
-    try:
-        if done < trials:
-            objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
-                                  fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=args.max_epoch_seconds)
-            study.optimize(
-                objective, timeout=args.timeout, catch=(Exception,),
-                callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED_STATES), checkpoint.after_trial,
-                           lambda _, trial: tracker.log_best(trial), progress, budget],
-            )
-    finally:
-        tracker.close()
-    if progress.stopped_because:
-        raise UserError(f"search stopped: {progress.stopped_because}")
-    left = None if args.timeout is None else args.timeout - (time.monotonic() - started)
-    if budget.exhausted and finished_count(study) < trials and (left is None or left > 0):
-        print(f"{budget.count} trials in this process: continuing in a fresh one (returns TensorFlow's memory)",
-              flush=True)
-        raise RestartProcess(left)
-    model_path = _export(ctx, study, tracker, data, checkpoint)
+    _announce(ctx, study, data, trials)
+    tracker = ctx.tracker(study)  # creates the MLflow store and the study's parent run before any worker
+    if (args.workers or 1) > 1:
+        failed = run_local_workers(args.workers, ctx.study_name, ctx.storage_url, worker_argv(args))
+        if failed and finished_count(study) < trials:
+            raise UserError(f"{'; '.join(failed)}; {finished_count(study)}/{trials} trials finished")
+        for line in failed:
+            print(f"note: {line}; the other workers finished the study", flush=True)
+    else:
+        _add_trials(ctx, args, study, data, trials)
+    model_path = _export(ctx, study, tracker, data, BestCheckpoint(ctx.layout.checkpoints(ctx.study_name)))
     result = _evaluate(ctx, tracker, data)
     best = study.best_trial
     print(f"\nbest trial {best.number}: val_accuracy {best.value:.4f}")
@@ -158,6 +157,70 @@ def search(args: argparse.Namespace) -> int:
     print(f"evaluation:     {model_path.parent / 'evaluation.json'} (test top1 {result['top1']:.4f}{top5}, "
           f"n_test {result['n_test']})")
     return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Join an existing study and add trials until it has TRIALS finished ones (or TIMEOUT)."""
+    trials = _trial_target(args)
+    ctx = _context(args, creating=False)
+    data = ctx.load_data()
+    study = ctx.open_study()
+    _announce(ctx, study, data, trials)
+    _add_trials(ctx, args, study, data, trials)
+    return 0
+
+
+def _announce(ctx: Context, study: optuna.Study, data: Dataset, trials: int) -> None:
+    print(f"study {ctx.study_name} in {mask_url(ctx.storage_url)}: {finished_count(study)}/{trials} trials finished | "
+          f"{data.name} {data.image_shape}, {data.num_classes} classes, "
+          f"train {len(data.y_train)} / val {len(data.y_val)} / test {len(data.y_test)}", flush=True)
+
+
+def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, data: Dataset, trials: int) -> None:
+    """This process's share of the search: trials until the study has ``trials`` finished ones.
+
+    Other workers' running trials count towards the target, so the workers together do not
+    overshoot it; when one of those then fails, this process waits for the rest and goes on.
+    A trial whose worker died (no heartbeat) is failed and queued again by the next trial's
+    start. Raises RestartProcess after TRIALS_PER_PROCESS trials, UserError after too many
+    failures in a row.
+    """
+    tracker = ctx.tracker(study)
+    ctx.storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client)
+    checkpoint = BestCheckpoint(ctx.layout.checkpoints(ctx.study_name))
+    progress = Progress(trials)
+    per_process = DEFAULT_TRIALS_PER_PROCESS if args.trials_per_process is None else args.trials_per_process
+    budget = TrialBudget(per_process)
+    started = time.monotonic()
+    objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
+                          fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=args.max_epoch_seconds)
+    target = optuna.study.MaxTrialsCallback(trials, states=(*FINISHED_STATES, optuna.trial.TrialState.RUNNING))
+    callbacks = [target, checkpoint.after_trial, lambda _, trial: tracker.log_best(trial), progress, budget]
+
+    def time_left() -> float | None:
+        return None if args.timeout is None else args.timeout - (time.monotonic() - started)
+
+    try:
+        while finished_count(study) < trials and (time_left() is None or time_left() > 0):
+            study.optimize(objective, timeout=time_left(), catch=(Exception,), callbacks=callbacks)
+            if progress.stopped_because or budget.exhausted:
+                break
+            while _running(study) and (time_left() is None or time_left() > 0):
+                time.sleep(1)  # the other workers' trials may still fail
+                optuna.storages.fail_stale_trials(study)
+    finally:
+        tracker.close()
+    if progress.stopped_because:
+        raise UserError(f"search stopped: {progress.stopped_because}")
+    left = time_left()
+    if budget.exhausted and finished_count(study) < trials and (left is None or left > 0):
+        print(f"{budget.count} trials in this process: continuing in a fresh one (returns TensorFlow's memory)",
+              flush=True)
+        raise RestartProcess(left)
+
+
+def _running(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
 
 def _export(ctx: Context, study, tracker, data, checkpoint) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,9 +15,12 @@ from storage.urls import check_url, mask_url
 SQLITE_BUSY_TIMEOUT_S = 60
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage on ``url``; creates the schema on first use.
 
+    With ``heartbeat`` (seconds), a running trial records a heartbeat that often, and one
+    silent for 3 heartbeats is stale (its worker died): Optuna fails it when a worker next
+    starts a trial, and calls the storage's ``heartbeat_stale_trial_callback``.
     Raises UserError (password masked) when the URL is malformed or the database
     cannot be reached.
     """
@@ -24,7 +29,10 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if make_url(url).get_backend_name() == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        with warnings.catch_warnings():  # the heartbeat is experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                              grace_period=3 * heartbeat if heartbeat else None)
     except (SQLAlchemyError, OSError) as exc:
         parsed = make_url(url)
         where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"

@@ -1,0 +1,139 @@
+"""Several worker processes on one study in the real PostgreSQL at 127.0.0.1:5432, and dead workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+from search.faults import STALE_REASON
+from storage import default_storage_url
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_study():
+    """A fresh study name in the PostgreSQL test database, deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    if name in optuna.get_all_study_names(POSTGRES):
+        optuna.delete_study(study_name=name, storage=POSTGRES)
+
+
+def search_env(runs_env: dict, study: str, **settings: str) -> dict:
+    return {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none",
+            "STORAGE": POSTGRES, "STUDY": study, **settings}
+
+
+def children_by_trial(runs_dir: Path, study: optuna.Study) -> dict[int, list]:
+    client = MlflowClient(default_storage_url(runs_dir / "mlflow.db"))
+    experiment = client.get_experiment_by_name(study.study_name)
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    runs = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    by_trial: dict[int, list] = {}
+    for run in runs:
+        by_trial.setdefault(int(run.data.tags["optuna.trial"]), []).append(run)
+    return by_trial
+
+
+def test_three_workers_on_postgresql_reach_the_target_and_share_one_parent_run(runs_env, pg_study):
+    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3")
+    done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "postgresql://postgres@127.0.0.1:5432/test" in done.stdout and "evaluation:" in done.stdout
+
+    study = optuna.load_study(study_name=pg_study, storage=POSTGRES)
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and "WAITING" not in states
+    assert 6 <= states.count("COMPLETE") <= 6 + 2  # at most workers - 1 over the target
+    assert len({t.user_attrs["mlflow_run_id"] for t in study.trials}) == len(study.trials)
+    runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
+    assert sorted(runs) == [t.number for t in study.trials] and all(len(r) == 1 for r in runs.values())
+
+
+def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes(runs_env, pg_study):
+    env = search_env(runs_env, pg_study, TRIALS="8", EPOCHS="4", WORKERS="3", HEARTBEAT="1", SEED="0")
+    log = Path(runs_env["RUNS_DIR"]).parent / "search.log"
+    with log.open("w") as out_file:  # a file, not a pipe nobody reads while the search runs
+        search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env,
+                                  stdout=out_file, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None and time.monotonic() < deadline and search.poll() is None:
+        time.sleep(0.5)
+        study = optuna.load_study(study_name=pg_study, storage=POSTGRES) \
+            if pg_study in optuna.get_all_study_names(POSTGRES) else None
+        if study is None or not any(t.state.name == "COMPLETE" for t in study.trials):
+            continue  # kill only once a complete trial exists, to check it survives
+        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        workers = psutil.Process(search.pid).children()
+        if running and len(workers) == 3:
+            victim = workers[0]
+    assert victim is not None, "no worker was ever mid-trial"
+    complete_before = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
+    victim.send_signal(signal.SIGKILL)
+    assert search.wait(timeout=600) == 0, log.read_text()[-3000:]
+    out = log.read_text()
+    assert "worker" in out and "exited with -9; the other workers finished the study" in out
+
+    study = optuna.load_study(study_name=pg_study, storage=POSTGRES)
+    by_number = {t.number: t for t in study.trials}
+    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 8
+    assert all(by_number[n].state.name == "COMPLETE" and by_number[n].value == v for n, v in complete_before.items())
+    retried = [t for t in study.trials if "failed_trial" in t.system_attrs]
+    assert len(retried) == 1
+    dead = by_number[retried[0].system_attrs["failed_trial"]]
+    assert dead.state.name == "FAIL" and retried[0].params == dead.params
+    assert retried[0].state.name == "COMPLETE"
+    runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
+    assert sorted(runs) == sorted(by_number)  # one child run per attempt
+    [dead_run] = runs[dead.number]
+    assert dead_run.info.status == "FAILED" and dead_run.data.tags["failure_reason"] == STALE_REASON
+
+
+def test_sigterm_closes_the_running_trial_and_exits_143(runs_env, tmp_path):
+    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "TRIALS": "50", "EPOCHS": "20",
+           "PRUNER": "none", "SEED": "0"}
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as err_file:  # a file, not a pipe nobody reads while the search runs
+        search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=err_file)
+    db = Path(runs_env["RUNS_DIR"]) / "optuna.db"
+    storage = default_storage_url(db)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if not db.exists():
+            continue
+        try:
+            study = optuna.load_study(study_name="digits-mlp", storage=storage)
+        except (KeyError, ValueError):
+            continue
+        if study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            break
+    time.sleep(1)
+    search.send_signal(signal.SIGTERM)
+    assert search.wait(timeout=120) == 143
+    err = stderr.read_text()
+    assert err.strip().splitlines()[-1] == "terminated (SIGTERM); run the same command again to resume the study"
+    assert "Traceback" not in err
+    study = optuna.load_study(study_name="digits-mlp", storage=storage)
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    closed = study.trials[-1]
+    assert closed.state.name == "FAIL" and closed.user_attrs["fail_reason"].startswith("Terminated")
+    run = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db")).get_run(
+        closed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED"
