@@ -10,6 +10,8 @@ nesting holds across processes and machines.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"
+WORKER_ATTR = "worker"  # host:pid of the process that runs the trial
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _STATUS = {"COMPLETE": RunStatus.FINISHED, "PRUNED": RunStatus.KILLED, "FAIL": RunStatus.FAILED}
 
 
@@ -67,7 +71,8 @@ class Tracker:
         return run.info.run_id
 
     def trial_run(self, trial: optuna.Trial, fixed: dict) -> TrialRun:
-        """A new child run for ``trial``; its id is stored as the trial's user attr."""
+        """A new child run for ``trial``; its id and this worker (host:pid) are stored as the
+        trial's user attrs, and the worker as a tag of the run."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial.number}",
@@ -75,9 +80,11 @@ class Tracker:
                 "mlflow.parentRunId": self.parent_run_id,
                 "optuna.study": self.study.study_name,
                 "optuna.trial": str(trial.number),
+                WORKER_ATTR: WORKER,
             },
         )
         trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
+        trial.set_user_attr(WORKER_ATTR, WORKER)
         return TrialRun(self.client, run.info.run_id, fixed)
 
     def log_best(self, trial: optuna.trial.FrozenTrial) -> None:

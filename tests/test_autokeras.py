@@ -193,7 +193,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "autokeras", "EPOCHS": "2", "SEED": "0",
-           "MAX_EPOCH_SECONDS": "10", "TMPDIR": str(scratch),
+           "MAX_EPOCH_SECONDS": "10", "TMPDIR": str(scratch), "HEARTBEAT": "1",
            "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # every download fails at once
 
     def cli(trials: int, *args: str) -> subprocess.CompletedProcess:
@@ -206,8 +206,9 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
         return optuna.load_study(study_name="digits-autokeras",
                                  storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
 
-    def queued(study) -> list[dict]:
-        return [t.system_attrs["fixed_params"] for t in study.trials if "fixed_params" in t.system_attrs]
+    def queued(study) -> list[dict]:  # by the study's creation, not retries of a killed trial
+        return [t.system_attrs["fixed_params"] for t in study.trials
+                if "fixed_params" in t.system_attrs and "failed_trial" not in t.system_attrs]
 
     starting_points = [dict(config) for config in task_specific.IMAGE_CLASSIFIER]
     assert "note: Keras cannot reach https://storage.googleapis.com/" in cli(1).stdout
@@ -239,6 +240,9 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     b7 = study.trials[2]
     assert b7.state.name == "FAIL" and "efficientnetb7_notop.h5" in b7.user_attrs["fail_reason"]
     assert "Traceback" not in resumed
+    assert study.trials[1].state.name == "FAIL"  # its worker died: no heartbeat, failed and queued again
+    assert [t.system_attrs.get("failed_trial") for t in study.trials].count(1) == 1
+    assert "RUNNING" not in [t.state.name for t in study.trials]
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 2
     assert all("image_block_1/block_type" in t.params for t in finished)

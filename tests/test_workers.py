@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,10 +78,10 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
             if pg_study in optuna.get_all_study_names(POSTGRES) else None
         if study is None or not any(t.state.name == "COMPLETE" for t in study.trials):
             continue  # kill only once a complete trial exists, to check it survives
-        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        workers = psutil.Process(search.pid).children()
-        if running and len(workers) == 3:
-            victim = workers[0]
+        running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if "worker" in t.user_attrs]
+        workers = {f"{socket.gethostname()}:{w.pid}": w for w in psutil.Process(search.pid).children()}
+        if running and running[0].user_attrs["worker"] in workers:
+            victim = workers[running[0].user_attrs["worker"]]  # the worker running that trial
     assert victim is not None, "no worker was ever mid-trial"
     complete_before = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
     victim.send_signal(signal.SIGKILL)
@@ -137,3 +138,22 @@ def test_sigterm_closes_the_running_trial_and_exits_143(runs_env, tmp_path):
     run = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db")).get_run(
         closed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED"
+
+
+def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_path):
+    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "TRIALS": "12",
+           "EPOCHS": "1", "WORKERS": "4"}
+    log = tmp_path / "search.log"
+    with log.open("w") as out_file:
+        done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, stdout=out_file,
+                              stderr=subprocess.STDOUT, timeout=600)
+    out = log.read_text()
+    assert done.returncode == 0, out[-3000:]
+    assert "locked" not in out.lower() and "Traceback" not in out
+    study = optuna.load_study(study_name="digits-mlp",
+                              storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
+    states = [t.state.name for t in study.trials]
+    assert states.count("FAIL") == 0 and 12 <= states.count("COMPLETE") <= 12 + 3
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 4  # every worker ran trials
+    runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
+    assert sorted(runs) == sorted(t.number for t in study.trials)
