@@ -1,0 +1,60 @@
+"""docker-compose.yml and Dockerfile, checked without a Docker engine (none runs here)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO
+from search.cli import COMMANDS, OPTIONS
+
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def test_the_services_are_there_and_their_commands_exist():
+    assert set(SERVICES) == {"postgres", "mlflow", "dashboard", "search", "worker"}
+    assert SERVICES["postgres"]["image"].startswith("postgres:")
+    assert "pg_isready" in " ".join(SERVICES["postgres"]["healthcheck"]["test"])
+    assert "pgdata:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
+    for name in ("search", "worker"):
+        command = SERVICES[name]["command"]
+        assert command[:3] == ["python", "-m", "search"] and command[3] in COMMANDS
+        assert SERVICES[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    bin_dir = Path(sys.executable).parent  # the image installs the same project into .venv
+    for name in ("mlflow", "dashboard"):
+        assert (bin_dir / SERVICES[name]["command"][0]).is_file()
+
+
+def test_every_variable_the_project_containers_set_is_one_the_code_reads():
+    read = {name.upper() for name in OPTIONS}
+    for name in ("search", "worker"):
+        assert set(SERVICES[name]["environment"]) <= read
+    env = SERVICES["worker"]["environment"]
+    assert env["STORAGE"].startswith("postgresql://") and env["STORAGE"].endswith("@postgres:5432/optuna")
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_ports_bind_to_localhost_and_no_credentials_are_in_the_repo():
+    for service in SERVICES.values():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), port
+    text = (REPO / "docker-compose.yml").read_text()
+    referenced = set(re.findall(r"\$\{(\w+)(?::-[^}]*)?\}", text))
+    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert referenced <= set(example), referenced - set(example)
+    assert "POSTGRES_PASSWORD:" in text and re.search(r"POSTGRES_PASSWORD: \$\{POSTGRES_PASSWORD\}", text)
+    assert example["POSTGRES_PASSWORD"] == "change-me"
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+    databases = set(re.findall(r"CREATE DATABASE (\w+);", (REPO / "docker" / "initdb.sql").read_text()))
+    assert databases == set(re.findall(r"@postgres:5432/(\w+)", text))
+
+
+def test_the_image_installs_the_project_as_the_readme_says():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "RUN make install" in dockerfile and "COPY . ." in dockerfile
+    assert "make search DATASET=digits" in (REPO / "README.md").read_text()
