@@ -23,13 +23,21 @@ from storage import default_storage_url
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+@pytest.fixture(scope="module")
+def pg():
+    """One storage (one connection pool) for a test's polling: a new one per poll exhausts the server."""
+    storage = optuna.storages.RDBStorage(POSTGRES)
+    yield storage
+    storage.engine.dispose()
+
+
 @pytest.fixture
-def pg_study():
+def pg_study(pg):
     """A fresh study name in the PostgreSQL test database, deleted afterwards."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    if name in optuna.get_all_study_names(POSTGRES):
-        optuna.delete_study(study_name=name, storage=POSTGRES)
+    if name in optuna.get_all_study_names(pg):
+        optuna.delete_study(study_name=name, storage=pg)
 
 
 def search_env(runs_env: dict, study: str, **settings: str) -> dict:
@@ -48,14 +56,14 @@ def children_by_trial(runs_dir: Path, study: optuna.Study) -> dict[int, list]:
     return by_trial
 
 
-def test_three_workers_on_postgresql_reach_the_target_and_share_one_parent_run(runs_env, pg_study):
+def test_three_workers_on_postgresql_reach_the_target_and_share_one_parent_run(runs_env, pg, pg_study):
     env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3")
     done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "postgresql://postgres@127.0.0.1:5432/test" in done.stdout and "evaluation:" in done.stdout
 
-    study = optuna.load_study(study_name=pg_study, storage=POSTGRES)
+    study = optuna.load_study(study_name=pg_study, storage=pg)
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states and "WAITING" not in states
     assert 6 <= states.count("COMPLETE") <= 6 + 2  # at most workers - 1 over the target
@@ -64,7 +72,7 @@ def test_three_workers_on_postgresql_reach_the_target_and_share_one_parent_run(r
     assert sorted(runs) == [t.number for t in study.trials] and all(len(r) == 1 for r in runs.values())
 
 
-def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes(runs_env, pg_study):
+def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes(runs_env, pg, pg_study):
     env = search_env(runs_env, pg_study, TRIALS="8", EPOCHS="4", WORKERS="3", HEARTBEAT="1", SEED="0")
     log = Path(runs_env["RUNS_DIR"]).parent / "search.log"
     with log.open("w") as out_file:  # a file, not a pipe nobody reads while the search runs
@@ -74,8 +82,8 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     victim = None
     while victim is None and time.monotonic() < deadline and search.poll() is None:
         time.sleep(0.5)
-        study = optuna.load_study(study_name=pg_study, storage=POSTGRES) \
-            if pg_study in optuna.get_all_study_names(POSTGRES) else None
+        study = optuna.load_study(study_name=pg_study, storage=pg) \
+            if pg_study in optuna.get_all_study_names(pg) else None
         if study is None or not any(t.state.name == "COMPLETE" for t in study.trials):
             continue  # kill only once a complete trial exists, to check it survives
         running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if "worker" in t.user_attrs]
@@ -89,7 +97,7 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     out = log.read_text()
     assert "worker" in out and "exited with -9; the other workers finished the study" in out
 
-    study = optuna.load_study(study_name=pg_study, storage=POSTGRES)
+    study = optuna.load_study(study_name=pg_study, storage=pg)
     by_number = {t.number: t for t in study.trials}
     assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
     assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 8
