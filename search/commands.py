@@ -20,7 +20,7 @@ from search.progress import Progress
 from search.recycle import RestartProcess, TrialBudget
 from search.study import (DEFAULTS, FINISHED_STATES, SPACE_OPTIONS, STUDY_KEYS, finished_count, open_study,
                           resolve_settings, resolve_space)
-from search.tracking import Tracker, default_tracking_uri
+from search.tracking import WORKER_ATTR, Tracker, default_tracking_uri
 from search.workers import run_local_workers, worker_argv
 from spaces import SPACES, SearchSpace, space_options
 from storage import RunsLayout, default_storage_url, mask_url, open_storage
@@ -145,7 +145,7 @@ def search(args: argparse.Namespace) -> int:
         for line in failed:
             print(f"note: {line}; the other workers finished the study", flush=True)
     else:
-        _add_trials(ctx, args, study, data, trials)
+        _add_trials(ctx, args, study, data, trials, tracker)
     model_path = _export(ctx, study, tracker, data, BestCheckpoint(ctx.layout.checkpoints(ctx.study_name)))
     result = _evaluate(ctx, tracker, data)
     best = study.best_trial
@@ -166,7 +166,7 @@ def worker(args: argparse.Namespace) -> int:
     data = ctx.load_data()
     study = ctx.open_study()
     _announce(ctx, study, data, trials)
-    _add_trials(ctx, args, study, data, trials)
+    _add_trials(ctx, args, study, data, trials, ctx.tracker(study))
     return 0
 
 
@@ -176,7 +176,8 @@ def _announce(ctx: Context, study: optuna.Study, data: Dataset, trials: int) -> 
           f"train {len(data.y_train)} / val {len(data.y_val)} / test {len(data.y_test)}", flush=True)
 
 
-def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, data: Dataset, trials: int) -> None:
+def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, data: Dataset, trials: int,
+                tracker: Tracker) -> None:
     """This process's share of the search: trials until the study has ``trials`` finished ones.
 
     Other workers' running trials count towards the target, so the workers together do not
@@ -185,7 +186,6 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
     start. Raises RestartProcess after TRIALS_PER_PROCESS trials, UserError after too many
     failures in a row.
     """
-    tracker = ctx.tracker(study)
     ctx.storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client)
     checkpoint = BestCheckpoint(ctx.layout.checkpoints(ctx.study_name))
     progress = Progress(trials)
@@ -220,7 +220,10 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
 
 
 def _running(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    """Whether a worker is running a trial. A RUNNING trial without a worker attr was left by a
+    process from before heartbeats, so it never goes stale: waiting for it would never end."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return any(WORKER_ATTR in t.user_attrs for t in running)
 
 
 def _export(ctx: Context, study, tracker, data, checkpoint) -> Path:

@@ -165,3 +165,19 @@ def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_pa
     assert len({t.user_attrs["worker"] for t in study.trials}) == 4  # every worker ran trials
     runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
     assert sorted(runs) == sorted(t.number for t in study.trials)
+
+
+def test_a_running_trial_left_without_heartbeats_does_not_stall_a_resumed_search(runs_env):
+    """A RUNNING trial from a process that sent no heartbeats never goes stale; the search must not wait for it."""
+    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "EPOCHS": "1"}
+    first = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "1"},
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    storage = default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db")
+    study = optuna.load_study(study_name="digits-mlp", storage=storage)
+    study.ask()  # RUNNING forever: no worker, no heartbeat
+    resumed = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "3"},
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    states = [t.state.name for t in optuna.load_study(study_name="digits-mlp", storage=storage).trials]
+    assert states.count("COMPLETE") == 3 and states.count("RUNNING") == 1
