@@ -11,10 +11,9 @@ MLFLOW_PORT ?= 5000
 # Every setting reaches `python -m search` as an environment variable of the same name.
 export DATASET SPACE TRIALS EPOCHS TIMEOUT MAX_EPOCH_SECONDS IMAGE_SIZE STORAGE STUDY RUNS_DIR DATA_DIR \
        SAMPLER PRUNER SEED LABELS FOLDER MLFLOW_TRACKING_URI TRIALS_PER_PROCESS \
-       MAX_BLOCKS BACKBONES WEIGHTS WEIGHTS_DIR MAX_MODEL_SIZE PRETRAINED WORKERS HEARTBEAT
+       MAX_BLOCKS BACKBONES WEIGHTS WEIGHTS_DIR MAX_MODEL_SIZE PRETRAINED WORKERS HEARTBEAT DB_RETRY \
+       HOST DASHBOARD_PORT MLFLOW_PORT
 
-STUDY_STORAGE = $(or $(STORAGE),sqlite:///$(abspath $(RUNS_DIR))/optuna.db)
-TRACKING_STORE = $(or $(MLFLOW_TRACKING_URI),sqlite:///$(abspath $(RUNS_DIR))/mlflow.db)
 
 .PHONY: install search worker export evaluate dashboard mlflow test bench clean
 
@@ -38,12 +37,12 @@ export: install
 evaluate: install
 	$(BIN)/python -m search evaluate
 
+# Database URLs reach the dashboards through the environment, not a command line `ps` shows.
 dashboard: install
-	$(BIN)/optuna-dashboard --host $(HOST) --port $(DASHBOARD_PORT) $(STUDY_STORAGE)
+	$(BIN)/python -m search.dashboards dashboard
 
 mlflow: install
-	mkdir -p $(RUNS_DIR)
-	$(BIN)/mlflow ui --host $(HOST) --port $(MLFLOW_PORT) --backend-store-uri $(TRACKING_STORE)
+	$(BIN)/python -m search.dashboards mlflow
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

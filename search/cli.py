@@ -45,6 +45,8 @@ OPTIONS = {
     "mlflow_tracking_uri": (str, "MLflow tracking URI (default sqlite in RUNS_DIR)"),
     "workers": (int, "search: run the trials in this many local worker processes (default 1)"),
     "heartbeat": (int, "seconds between a running trial's heartbeats; one silent for 3 is retried (default 10)"),
+    "db_retry": (float, "seconds to keep retrying a study database that cannot be reached before stopping "
+                        "(default 60)"),
     "trials_per_process": (int, "continue in a fresh process after this many trials (default 25, 0: never)"),
 }
 

@@ -18,12 +18,14 @@ from search.faults import RetryStaleTrial
 from search.objective import Objective
 from search.progress import Progress
 from search.recycle import RestartProcess, TrialBudget
-from search.study import (DEFAULTS, FINISHED_STATES, SPACE_OPTIONS, STUDY_KEYS, finished_count, open_study,
-                          resolve_settings, resolve_space)
-from search.tracking import WORKER_ATTR, Tracker, default_tracking_uri
+from search.study import DEFAULTS, SPACE_OPTIONS, STUDY_KEYS, open_study, resolve_settings, resolve_space
+from search.target import StopAtTarget, finished_count, live_running
+from search.tracking import Tracker, default_tracking_uri
 from search.workers import run_local_workers, worker_argv
 from spaces import SPACES, SearchSpace, space_options
 from storage import RunsLayout, default_storage_url, mask_url, open_storage
+from storage.optuna_storage import DEFAULT_DB_RETRY_S
+from storage.reconnect import DatabaseLost
 
 DEFAULT_TRIALS = 20
 DEFAULT_TRIALS_PER_PROCESS = 25
@@ -77,10 +79,13 @@ class Context:
 
 
 def _context(args: argparse.Namespace, creating: bool) -> Context:
+    if args.db_retry is not None and args.db_retry < 0:
+        raise UserError(f"DB_RETRY={args.db_retry:g}: must be 0 or more seconds")
     layout = RunsLayout(Path(args.runs_dir or "runs"))
     layout.ensure_writable()
     storage_url = args.storage or default_storage_url(layout.study_db)
-    storage = open_storage(storage_url, heartbeat=args.heartbeat or DEFAULT_HEARTBEAT)
+    storage = open_storage(storage_url, heartbeat=args.heartbeat or DEFAULT_HEARTBEAT,
+                           retry_seconds=DEFAULT_DB_RETRY_S if args.db_retry is None else args.db_retry)
     study_name = args.study or (f"{args.dataset}-{args.space or DEFAULTS['space']}" if args.dataset else None)
     if study_name is None:
         names = optuna.get_all_study_names(storage)
@@ -180,8 +185,10 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
                 tracker: Tracker) -> None:
     """This process's share of the search: trials until the study has ``trials`` finished ones.
 
-    Other workers' running trials count towards the target, so the workers together do not
-    overshoot it; when one of those then fails, this process waits for the rest and goes on.
+    Other workers' running trials count towards the target, and a trial started when the
+    target was already taken is not needed (search/target.py), so the workers together do
+    not overshoot it; when a running trial then fails, this process waits for the rest and
+    goes on.
     A trial whose worker died (no heartbeat) is failed and queued again by the next trial's
     start. Raises RestartProcess after TRIALS_PER_PROCESS trials, UserError after too many
     failures in a row.
@@ -193,23 +200,30 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
     budget = TrialBudget(per_process)
     started = time.monotonic()
     objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
-                          fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=args.max_epoch_seconds)
-    target = optuna.study.MaxTrialsCallback(trials, states=(*FINISHED_STATES, optuna.trial.TrialState.RUNNING))
-    callbacks = [target, checkpoint.after_trial, lambda _, trial: tracker.log_best(trial), progress, budget]
+                          fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=args.max_epoch_seconds,
+                          target=trials)
+    callbacks = [StopAtTarget(trials), checkpoint.after_trial, lambda _, trial: tracker.log_best(trial), progress, budget]
 
     def time_left() -> float | None:
         return None if args.timeout is None else args.timeout - (time.monotonic() - started)
 
+    tracker.reopen()
     try:
         while finished_count(study) < trials and (time_left() is None or time_left() > 0):
             study.optimize(objective, timeout=time_left(), catch=(Exception,), callbacks=callbacks)
             if progress.stopped_because or budget.exhausted:
                 break
-            while _running(study) and (time_left() is None or time_left() > 0):
+            while live_running(study) and (time_left() is None or time_left() > 0):
                 time.sleep(1)  # the other workers' trials may still fail
                 optuna.storages.fail_stale_trials(study)
+    except Exception:
+        # Optuna can mask a storage error with its own (an UnboundLocalError when it cannot
+        # read back the trial it failed to tell): a lost database is the real cause.
+        if getattr(ctx.storage, "lost", None):
+            raise ctx.storage.lost from None
+        raise
     finally:
-        tracker.close()
+        _end_parent_run_if_last(study, tracker, trials)
     if progress.stopped_because:
         raise UserError(f"search stopped: {progress.stopped_because}")
     left = time_left()
@@ -219,11 +233,15 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
         raise RestartProcess(left)
 
 
-def _running(study: optuna.Study) -> bool:
-    """Whether a worker is running a trial. A RUNNING trial without a worker attr was left by a
-    process from before heartbeats, so it never goes stale: waiting for it would never end."""
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return any(WORKER_ATTR in t.user_attrs for t in running)
+def _end_parent_run_if_last(study: optuna.Study, tracker: Tracker, trials: int) -> None:
+    """The last worker to stop ends the study's MLflow parent run; while another one still
+    runs a trial, the parent stays RUNNING. Nothing is ended when the database is lost."""
+    try:
+        optuna.storages.fail_stale_trials(study)
+        if not live_running(study):
+            tracker.end(reached_target=finished_count(study) >= trials)
+    except DatabaseLost:
+        pass
 
 
 def _export(ctx: Context, study, tracker, data, checkpoint) -> Path:

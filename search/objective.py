@@ -13,7 +13,8 @@ import optuna
 from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.progress import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
-from search.tracking import Tracker
+from search.target import SURPLUS_ATTR, surplus_reason
+from search.tracking import WORKER, WORKER_ATTR, Tracker
 from search.training import EpochTimer, plan_epochs, train
 from spaces import SearchSpace
 
@@ -39,16 +40,25 @@ class Objective:
     A trial whose epoch would take longer than ``max_epoch_seconds`` is pruned. By default
     (None) the cap is SLOWDOWN_LIMIT times the median epoch of the study's complete trials,
     at least MIN_EPOCH_LIMIT (none before the first completes); 0 means no cap.
+
+    With a ``target`` (TRIALS), a trial that the trials before it already make unnecessary
+    is pruned as surplus before anything else, without an MLflow run (search/target.py).
     """
 
     def __init__(self, space: SearchSpace, data: Dataset, epochs: int, tracker: Tracker,
                  checkpoint: BestCheckpoint, fixed: dict, seed: int | None = None,
-                 max_epoch_seconds: float | None = None):
+                 max_epoch_seconds: float | None = None, target: int | None = None):
         self.space, self.data, self.epochs = space, data, epochs
         self.tracker, self.checkpoint, self.fixed, self.seed = tracker, checkpoint, fixed, seed
-        self.max_epoch_seconds = max_epoch_seconds
+        self.max_epoch_seconds, self.target = max_epoch_seconds, target
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, WORKER)  # first: it tells the other workers this trial is live
+        surplus = self.target and surplus_reason(trial.study, trial.number, self.target)
+        if surplus:
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            trial.set_user_attr(PRUNE_REASON_ATTR, surplus)
+            raise optuna.TrialPruned(surplus)
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + trial.number)
         run = self.tracker.trial_run(trial, self.fixed)
@@ -67,14 +77,14 @@ class Objective:
                 run.set_tag("best_so_far", "true")
         except optuna.TrialPruned as exc:
             reason = str(exc) or None
+            run.finish(trial, "PRUNED", reason=reason)
             if reason:
                 trial.set_user_attr(PRUNE_REASON_ATTR, reason)
-            run.finish(trial, "PRUNED", reason=reason)
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # the MLflow run first: the study database may be what failed
             reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-            trial.set_user_attr(FAIL_REASON_ATTR, reason)
             run.finish(trial, "FAIL", reason=reason, traceback=traceback.format_exc())
+            trial.set_user_attr(FAIL_REASON_ATTR, reason)
             raise
         else:
             run.finish(trial, "COMPLETE")

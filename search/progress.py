@@ -7,7 +7,7 @@ import time
 
 import optuna
 
-from search.study import finished_count
+from search.target import finished_count
 
 FAIL_REASON_ATTR = "fail_reason"
 PRUNE_REASON_ATTR = "prune_reason"

@@ -19,7 +19,6 @@ DEFAULTS = {"image_size": None, "labels": "fine", "folder": None, "space": "cnn"
 SETTINGS_ATTR = "settings"
 SPACE_OPTIONS = "space_options"  # the key, in the recorded settings, of the space's own settings
 OBJECTIVE = "val_accuracy"
-FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -130,8 +129,3 @@ def open_study(storage: optuna.storages.BaseStorage, study_name: str, settings: 
             study.set_metric_names([OBJECTIVE])
         study.set_user_attr(SETTINGS_ATTR, settings)
     return study
-
-
-def finished_count(study: optuna.Study) -> int:
-    """Trials that count towards TRIALS: complete and pruned ones."""
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))

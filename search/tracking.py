@@ -71,8 +71,8 @@ class Tracker:
         return run.info.run_id
 
     def trial_run(self, trial: optuna.Trial, fixed: dict) -> TrialRun:
-        """A new child run for ``trial``; its id and this worker (host:pid) are stored as the
-        trial's user attrs, and the worker as a tag of the run."""
+        """A new child run for ``trial``, its id stored as the trial's user attr and this
+        worker (host:pid) as a tag of the run."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial.number}",
@@ -84,7 +84,6 @@ class Tracker:
             },
         )
         trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
-        trial.set_user_attr(WORKER_ATTR, WORKER)
         return TrialRun(self.client, run.info.run_id, fixed)
 
     def log_best(self, trial: optuna.trial.FrozenTrial) -> None:
@@ -100,8 +99,15 @@ class Tracker:
         for path in files:
             self.client.log_artifact(self.parent_run_id, str(path), artifact_path="evaluation")
 
-    def close(self) -> None:
-        self.client.set_terminated(self.parent_run_id, RunStatus.to_string(RunStatus.FINISHED))
+    def reopen(self) -> None:
+        """Mark the parent run RUNNING: this process is about to add trials to the study."""
+        self.client.update_run(self.parent_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+
+    def end(self, reached_target: bool) -> None:
+        """End the parent run: FINISHED when the study reached its target, else KILLED (a
+        resumed search reopens it). Call it only when no worker runs a trial any more."""
+        status = RunStatus.FINISHED if reached_target else RunStatus.KILLED
+        self.client.set_terminated(self.parent_run_id, RunStatus.to_string(status))
 
 
 def _now() -> int:

@@ -9,14 +9,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from search.errors import UserError
+from storage.reconnect import ReconnectingStorage
 from storage.urls import check_url, mask_url
 
 # Seconds a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT_S = 60
+# Seconds a lost database is retried before the process stops.
+DEFAULT_DB_RETRY_S = 60
 
 
-def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat: int | None = None,
+                 retry_seconds: float = DEFAULT_DB_RETRY_S) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage on ``url``; creates the schema on first use.
+
+    A database lost later is retried for ``retry_seconds`` (see ReconnectingStorage).
 
     With ``heartbeat`` (seconds), a running trial records a heartbeat that often, and one
     silent for 3 heartbeats is stale (its worker died): Optuna fails it when a worker next
@@ -31,8 +37,8 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
     try:
         with warnings.catch_warnings():  # the heartbeat is experimental in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                                              grace_period=3 * heartbeat if heartbeat else None)
+            return ReconnectingStorage(url, retry_seconds, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
+                                       grace_period=3 * heartbeat if heartbeat else None)
     except (SQLAlchemyError, OSError) as exc:
         parsed = make_url(url)
         where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
+from conftest import REPO, jpeg_bytes, make_tiny_tree, zip_tree
 from search.cli import main
 from storage import default_storage_url
 
@@ -146,3 +146,99 @@ def test_in_process_restart_carries_on_with_what_is_left_of_the_timeout(runs_env
     study = optuna.load_study(study_name="digits-mlp",
                               storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
     assert len(study.trials) == 2
+
+
+def _truncated_zip(data: Path, tmp: Path) -> list[str]:
+    archive = zip_tree(make_tiny_tree(tmp / "src"), tmp / "full.zip")
+    data.mkdir(parents=True)
+    (data / "tiny-imagenet-200.zip").write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    return ["--dataset", "tinyimagenet"]
+
+
+def _no_val_annotations(data: Path, tmp: Path) -> list[str]:
+    (make_tiny_tree(data) / "val" / "val_annotations.txt").unlink()
+    return ["--dataset", "tinyimagenet"]
+
+
+def _corrupt_jpegs(data: Path, tmp: Path) -> list[str]:
+    images = make_tiny_tree(data) / "train" / "n003" / "images"
+    for i in range(3):
+        (images / f"n003_{i}.JPEG").write_bytes(b"not a jpeg")
+    return ["--dataset", "tinyimagenet"]
+
+
+def _empty_class(data: Path, tmp: Path) -> list[str]:
+    for image in (make_tiny_tree(data) / "train" / "n002" / "images").iterdir():
+        image.unlink()
+    return ["--dataset", "tinyimagenet"]
+
+
+def _one_class_folder(data: Path, tmp: Path) -> list[str]:
+    for split in ("train", "validation"):
+        (tmp / "photos" / split / "cat").mkdir(parents=True)
+        for i in range(3):
+            (tmp / "photos" / split / "cat" / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+    return ["--dataset", "folder", "--folder", str(tmp / "photos"), "--image-size", "16"]
+
+
+def _offline(data: Path, tmp: Path) -> list[str]:
+    return ["--dataset", "tinyimagenet"]  # the download URL points at a closed port (below)
+
+
+BAD_DATA = [
+    (_truncated_zip, "is not a readable zip (File is not a zip file); truncated download?"),
+    (_no_val_annotations, "missing val/val_annotations.txt"),
+    (_corrupt_jpegs, "3 of 18 training images are unreadable"),
+    (_empty_class, "train/n002/images has no images"),
+    (_one_class_folder, "found 1 class folder"),
+    (_offline, "put tiny-imagenet-200.zip in"),
+]
+
+
+@pytest.mark.parametrize("prepare,message", BAD_DATA, ids=[p.__name__.strip("_") for p, _ in BAD_DATA])
+def test_bad_data_is_one_line_exit_2_and_creates_no_study(runs_env, tmp_path, capsys, monkeypatch, prepare, message):
+    monkeypatch.setattr("search.datasets.tinyimagenet.URL", "http://127.0.0.1:9/tiny-imagenet-200.zip")
+    argv = prepare(Path(runs_env["DATA_DIR"]), tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err, err
+    assert optuna.get_all_study_names(default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db")) == []
+
+
+def test_a_read_only_runs_dir_is_one_line_exit_2(runs_env, tmp_path):
+    runs = tmp_path / "readonly"
+    runs.mkdir()
+    command = [sys.executable, "-m", "search", "--dataset", "digits"]
+    if os.geteuid() == 0:  # root writes through permissions: mount a read-only file system there instead
+        command = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"', str(runs),
+                   *command]
+    else:
+        runs.chmod(0o555)
+    result = subprocess.run(command, cwd=REPO, env={**os.environ, **runs_env, "RUNS_DIR": str(runs)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == f"error: RUNS_DIR {runs} is not writable"
+
+
+def test_a_worker_cannot_join_a_missing_study(runs_env, capsys):
+    assert main(["worker", "--dataset", "digits", "--study", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no study 'nowhere' in sqlite:///") and "\n" not in err
+
+
+def test_a_worker_with_other_settings_is_refused_and_leaves_the_study(runs_env, capsys):
+    from search.study import open_study, resolve_settings
+    from storage import open_storage
+
+    Path(runs_env["RUNS_DIR"]).mkdir()
+    storage = open_storage(default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
+    settings, _ = resolve_settings(storage, "shared", {"dataset": "digits", "space": "mlp", "epochs": 3})
+    open_study(storage, "shared", settings, exists=False)
+    for argv, message in ((["--epochs", "5"], "created with EPOCHS=3, not 5"),
+                          (["--space", "cnn"], "created with SPACE=mlp, not cnn"),
+                          (["--max-blocks", "2"], "MAX_BLOCKS does not apply to SPACE=mlp")):
+        assert main(["worker", "--study", "shared", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, err
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert study.user_attrs["settings"] == settings and study.trials == []

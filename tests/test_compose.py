@@ -24,9 +24,9 @@ def test_the_services_are_there_and_their_commands_exist():
         command = SERVICES[name]["command"]
         assert command[:3] == ["python", "-m", "search"] and command[3] in COMMANDS
         assert SERVICES[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
-    bin_dir = Path(sys.executable).parent  # the image installs the same project into .venv
-    for name in ("mlflow", "dashboard"):
-        assert (bin_dir / SERVICES[name]["command"][0]).is_file()
+    assert (Path(sys.executable).parent / SERVICES["mlflow"]["command"][0]).is_file()  # the image's .venv has it
+    assert SERVICES["dashboard"]["command"] == ["python", "-m", "search.dashboards", "dashboard"]
+    assert (REPO / "search" / "dashboards.py").is_file()
 
 
 def test_every_variable_the_project_containers_set_is_one_the_code_reads():
@@ -36,12 +36,21 @@ def test_every_variable_the_project_containers_set_is_one_the_code_reads():
     env = SERVICES["worker"]["environment"]
     assert env["STORAGE"].startswith("postgresql://") and env["STORAGE"].endswith("@postgres:5432/optuna")
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    dashboards = (REPO / "search" / "dashboards.py").read_text()
+    assert all(f'os.environ.get("{name}")' in dashboards for name in SERVICES["dashboard"]["environment"])
+    # mlflow server reads its backend store from this variable (a click envvar of --backend-store-uri)
+    from mlflow.cli import server
+
+    [store_option] = [p for p in server.params if p.name == "backend_store_uri"]
+    assert set(SERVICES["mlflow"]["environment"]) == {store_option.envvar}
 
 
 def test_ports_bind_to_localhost_and_no_credentials_are_in_the_repo():
     for service in SERVICES.values():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), port
+    for service in SERVICES.values():  # `docker ps` shows commands: no credentials in them
+        assert "PASSWORD" not in " ".join(service.get("command", [])) + str(service.get("healthcheck", ""))
     text = (REPO / "docker-compose.yml").read_text()
     referenced = set(re.findall(r"\$\{(\w+)(?::-[^}]*)?\}", text))
     example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()

@@ -127,6 +127,72 @@ def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
     assert "Traceback (most recent call last)" in open(traceback).read()
 
 
+def test_an_out_of_memory_trial_fails_alone_and_the_study_goes_on(tmp_path, digits):
+    import keras
+
+    from spaces.mlp import MLPSpace
+
+    class HugeFirstTrial(MLPSpace):
+        """Trial 0 builds two 2^20-unit dense layers: a 2^20 x 2^20 kernel needs 4 TiB."""
+
+        def build(self, trial, image_shape, num_classes):
+            if trial.number == 0:
+                keras.Sequential([keras.Input((64,)), keras.layers.Dense(2**20), keras.layers.Dense(2**20)])
+            return super().build(trial, image_shape, num_classes)
+
+    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    objective.space = HugeFirstTrial()
+    study.enqueue_trial(GOOD)
+    study.enqueue_trial(GOOD)
+    study.optimize(objective, n_trials=2, catch=(Exception,))
+    failed, complete = study.trials
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert failed.user_attrs["fail_reason"].startswith("ResourceExhaustedError") and "OOM" in failed.user_attrs[
+        "fail_reason"]
+    assert complete.state == optuna.trial.TrialState.COMPLETE and complete.value > 0.5
+    assert children(tracker)[0].info.status == "FAILED"
+
+
+def test_a_trial_started_once_the_target_is_taken_is_surplus_and_not_counted(tmp_path, digits):
+    from search.target import finished_count, surplus_reason
+
+    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    objective.target = 2
+    study.enqueue_trial(GOOD)
+    study.optimize(objective, n_trials=1)
+    other = study.ask()  # another worker's trial, just asked: live though not yet marked
+    assert surplus_reason(study, other.number + 1, 2) is not None
+    assert surplus_reason(study, other.number + 1, 3) is None
+    study.optimize(objective, n_trials=1)  # trial 2: trials 0 and 1 take the target
+    surplus = study.trials[2]
+    assert surplus.state == optuna.trial.TrialState.PRUNED and surplus.user_attrs["surplus"] is True
+    assert surplus.user_attrs["prune_reason"] == "not needed: 2 trials before it were finished or running (TRIALS=2)"
+    assert finished_count(study) == 1 and sorted(children(tracker)) == [0]  # no MLflow run, not counted
+    study.tell(other, state=optuna.trial.TrialState.FAIL)  # the other worker's trial failed: one more is needed
+    study.optimize(objective, n_trials=1)
+    assert study.trials[3].state == optuna.trial.TrialState.COMPLETE and finished_count(study) == 2
+
+
+def test_the_last_worker_to_stop_ends_the_parent_run(tmp_path, digits):
+    from search.commands import _end_parent_run_if_last
+
+    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    status = lambda: tracker.client.get_run(tracker.parent_run_id).info.status  # noqa: E731
+    study.enqueue_trial(GOOD)
+    study.optimize(objective, n_trials=1)
+    other = study.ask()
+    other.set_user_attr("worker", "elsewhere:1")
+    _end_parent_run_if_last(study, tracker, trials=2)  # this worker stops; the other still runs a trial
+    assert status() == "RUNNING"
+    study.tell(other, 0.5)
+    _end_parent_run_if_last(study, tracker, trials=2)
+    assert status() == "FINISHED"
+    tracker.reopen()  # a resumed search
+    assert status() == "RUNNING"
+    _end_parent_run_if_last(study, tracker, trials=5)  # stopped short of the target
+    assert status() == "KILLED"
+
+
 def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, digits):
     study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=2)
     study.enqueue_trial(GOOD)

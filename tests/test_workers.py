@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -56,6 +57,11 @@ def children_by_trial(runs_dir: Path, study: optuna.Study) -> dict[int, list]:
     return by_trial
 
 
+def attempts(study: optuna.Study) -> list[int]:
+    """Numbers of the trials that ran (a surplus trial is pruned before it starts: no MLflow run)."""
+    return sorted(t.number for t in study.trials if "surplus" not in t.user_attrs)
+
+
 def test_three_workers_on_postgresql_reach_the_target_and_share_one_parent_run(runs_env, pg, pg_study):
     env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3")
     done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, capture_output=True, text=True,
@@ -66,10 +72,14 @@ def test_three_workers_on_postgresql_reach_the_target_and_share_one_parent_run(r
     study = optuna.load_study(study_name=pg_study, storage=pg)
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states and "WAITING" not in states
-    assert 6 <= states.count("COMPLETE") <= 6 + 2  # at most workers - 1 over the target
-    assert len({t.user_attrs["mlflow_run_id"] for t in study.trials}) == len(study.trials)
+    assert states.count("COMPLETE") == 6  # exactly the target: a trial started past it is pruned as surplus
+    assert all("surplus" in t.user_attrs for t in study.trials if t.state.name == "PRUNED")
+    ran = attempts(study)
+    assert len({t.user_attrs["mlflow_run_id"] for t in study.trials if t.number in ran}) == len(ran)
     runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
-    assert sorted(runs) == [t.number for t in study.trials] and all(len(r) == 1 for r in runs.values())
+    assert sorted(runs) == ran and all(len(r) == 1 for r in runs.values())
+    client = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db"))
+    assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "FINISHED"
 
 
 def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes(runs_env, pg, pg_study):
@@ -100,7 +110,7 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     study = optuna.load_study(study_name=pg_study, storage=pg)
     by_number = {t.number: t for t in study.trials}
     assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
-    assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 8
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 8
     assert all(by_number[n].state.name == "COMPLETE" and by_number[n].value == v for n, v in complete_before.items())
     retried = [t for t in study.trials if "failed_trial" in t.system_attrs]
     assert len(retried) == 1
@@ -108,7 +118,7 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     assert dead.state.name == "FAIL" and retried[0].params == dead.params
     assert retried[0].state.name == "COMPLETE"
     runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
-    assert sorted(runs) == sorted(by_number)  # one child run per attempt
+    assert sorted(runs) == attempts(study)  # one child run per attempt
     [dead_run] = runs[dead.number]
     assert dead_run.info.status == "FAILED" and dead_run.data.tags["failure_reason"] == STALE_REASON
 
@@ -161,10 +171,10 @@ def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_pa
     study = optuna.load_study(study_name="digits-mlp",
                               storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
     states = [t.state.name for t in study.trials]
-    assert states.count("FAIL") == 0 and 12 <= states.count("COMPLETE") <= 12 + 3
+    assert states.count("FAIL") == 0 and states.count("COMPLETE") == 12
     assert len({t.user_attrs["worker"] for t in study.trials}) == 4  # every worker ran trials
     runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
-    assert sorted(runs) == sorted(t.number for t in study.trials)
+    assert sorted(runs) == attempts(study)
 
 
 def test_a_running_trial_left_without_heartbeats_does_not_stall_a_resumed_search(runs_env):
@@ -181,3 +191,61 @@ def test_a_running_trial_left_without_heartbeats_does_not_stall_a_resumed_search
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     states = [t.state.name for t in optuna.load_study(study_name="digits-mlp", storage=storage).trials]
     assert states.count("COMPLETE") == 3 and states.count("RUNNING") == 1
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real MLflow tracking server on 127.0.0.1 (SQLite backend store, proxied artifacts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "mlflow-server.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=log, stderr=log, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
+            time.sleep(0.5)
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=60)
+    log.close()
+
+
+def test_passwords_never_show_and_two_workers_track_through_an_mlflow_server(runs_env, pg, pg_study, mlflow_server):
+    password = "s3cr3t-pw"
+    env = search_env(runs_env, pg_study, TRIALS="3", EPOCHS="1", WORKERS="2", MLFLOW_TRACKING_URI=mlflow_server,
+                     STORAGE=f"postgresql://postgres:{password}@127.0.0.1:5432/test")
+    done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert password not in done.stdout + done.stderr
+    assert "postgresql://postgres:***@127.0.0.1:5432/test" in done.stdout
+    assert not (Path(runs_env["RUNS_DIR"]) / "mlflow.db").exists()  # everything went to the server
+
+    study = optuna.load_study(study_name=pg_study, storage=pg)
+    attrs = [study.user_attrs, pg.get_study_system_attrs(study._study_id)] + [
+        a for t in study.trials for a in (t.user_attrs, t.system_attrs)]
+    assert password not in repr(attrs)
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name(pg_study)
+    runs = client.search_runs([experiment.experiment_id])
+    parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == len(children) + 1 and sorted(int(r.data.tags["optuna.trial"]) for r in children) == attempts(
+        study)
+    assert all(r.data.tags["worker"] == study.trials[int(r.data.tags["optuna.trial"])].user_attrs["worker"]
+               for r in children)
+    assert parent.info.status == "FINISHED" and "test_top1" in parent.data.metrics
+    for run in runs:
+        assert password not in repr((run.data.params, run.data.tags))
+    complete = next(r for r in children if r.data.tags["optuna.state"] == "COMPLETE")
+    assert "learning_curves.png" in [f.path for f in client.list_artifacts(complete.info.run_id)]

@@ -1,0 +1,97 @@
+"""`make dashboard` and `make mlflow`: they listen on 127.0.0.1 only, and a password in the
+database URL shows neither in their output nor in any process's command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+
+import optuna
+import psutil
+import pytest
+
+from conftest import REPO
+
+PASSWORD = "s3cr3t-pw"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(target: str, port: int, env: dict, tmp_path) -> tuple[str, list[str], set]:
+    """Run ``make <target>`` until it answers on ``port``; its output, the command lines of its
+    processes, and the addresses they listen on."""
+    log_path = tmp_path / f"{target}.log"
+    with log_path.open("w") as log:
+        make = subprocess.Popen(["make", "--no-print-directory", target], cwd=REPO, env={**os.environ, **env},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
+                break
+            except OSError:
+                assert make.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+        processes = [psutil.Process(make.pid), *psutil.Process(make.pid).children(recursive=True)]
+        commands = [" ".join(p.cmdline()) for p in processes]
+        listening = {c.laddr for p in processes for c in p.net_connections() if c.status == psutil.CONN_LISTEN}
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGTERM)
+        make.wait(timeout=60)
+    return log_path.read_text(), commands, listening
+
+
+@pytest.fixture
+def pg_study():
+    storage = optuna.storages.RDBStorage("postgresql://postgres@127.0.0.1:5432/test")
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    optuna.create_study(study_name=name, storage=storage)
+    yield name
+    optuna.delete_study(study_name=name, storage=storage)
+    storage.engine.dispose()
+
+
+def test_the_optuna_dashboard_binds_to_localhost_and_hides_the_password(runs_env, tmp_path, pg_study):
+    port = free_port()
+    out, commands, listening = serve("dashboard", port, {
+        "STORAGE": f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/test", "DASHBOARD_PORT": str(port)}, tmp_path)
+    assert f"optuna-dashboard on postgresql://postgres:***@127.0.0.1:5432/test: http://127.0.0.1:{port}" in out
+    assert PASSWORD not in out and not [c for c in commands if PASSWORD in c]
+    assert {(addr.ip, addr.port) for addr in listening} == {("127.0.0.1", port)}
+
+
+@pytest.fixture
+def mlflow_database():
+    """A fresh PostgreSQL database for MLflow's tables (they cannot share one with Optuna's:
+    both keep their schema version in an ``alembic_version`` table)."""
+    import sqlalchemy
+
+    name = f"mlflow_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine("postgresql://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield name
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_the_mlflow_ui_binds_to_localhost_and_hides_the_password(runs_env, tmp_path, mlflow_database):
+    port = free_port()
+    store = f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{mlflow_database}"
+    out, commands, listening = serve("mlflow", port, {"MLFLOW_TRACKING_URI": store, "MLFLOW_PORT": str(port)},
+                                     tmp_path)
+    assert f"MLflow UI on postgresql://postgres:***@127.0.0.1:5432/{mlflow_database}: http://127.0.0.1:{port}" in out
+    assert PASSWORD not in out and not [c for c in commands if PASSWORD in c]
+    assert {addr.ip for addr in listening} == {"127.0.0.1"} and port in {addr.port for addr in listening}

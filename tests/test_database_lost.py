@@ -1,0 +1,160 @@
+"""The study database going away mid-search: a short outage is ridden out, a long one stops
+the search cleanly. The real PostgreSQL at 127.0.0.1:5432, reached through a TCP proxy that
+the test cuts (every connection dropped, new ones refused) and restores."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO
+from storage import default_storage_url
+
+POSTGRES = ("127.0.0.1", 5432)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to PostgreSQL until cut; restore listens on the same port again."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target, self.port = target, 0
+        self.server: socket.socket | None = None
+        self.sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", self.port))
+        self.server.listen()
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        for sock in [self.server, *self.sockets]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.sockets = []
+
+
+@pytest.fixture
+def proxy():
+    proxy = TcpProxy(POSTGRES)
+    proxy.start()
+    yield proxy
+    proxy.cut()
+
+
+@pytest.fixture
+def pg_study():
+    """A fresh study name in the PostgreSQL test database (direct, not proxied), deleted afterwards."""
+    storage = optuna.storages.RDBStorage("postgresql://postgres@127.0.0.1:5432/test")
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield storage, name
+    if name in optuna.get_all_study_names(storage):
+        optuna.delete_study(study_name=name, storage=storage)
+    storage.engine.dispose()
+
+
+def start_search(runs_env: dict, proxy: TcpProxy, study: str, log: Path, **settings: str) -> subprocess.Popen:
+    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "STUDY": study,
+           "STORAGE": f"postgresql://postgres@127.0.0.1:{proxy.port}/test", **settings}
+    with log.open("w") as out:  # a file, not a pipe nobody reads while the search runs
+        return subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env, stdout=out, stderr=out)
+
+
+def wait_for_running_trial(storage, name: str, search: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and search.poll() is None:
+        if name in optuna.get_all_study_names(storage):
+            study = optuna.load_study(study_name=name, storage=storage)
+            if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                return
+        time.sleep(0.2)
+    pytest.fail(f"no trial ever ran: {log.read_text()[-2000:]}")
+
+
+def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, pg_study, tmp_path):
+    storage, name = pg_study
+    log = tmp_path / "search.log"
+    search = start_search(runs_env, proxy, name, log, TRIALS="4", EPOCHS="5", DB_RETRY="60")
+    wait_for_running_trial(storage, name, search, log)
+    proxy.cut()
+    time.sleep(5)
+    proxy.start()
+    assert search.wait(timeout=300) == 0, log.read_text()[-3000:]
+    out = log.read_text()
+    assert f"storage: cannot reach the study database postgresql://postgres@127.0.0.1:{proxy.port}/test (" in out
+    assert "storage: study database reachable again after" in out and "Traceback" not in out
+    states = [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]
+    assert states.count("COMPLETE") == 4 and "RUNNING" not in states and "FAIL" not in states
+
+
+def test_a_long_outage_stops_the_search_with_one_line_and_keeps_finished_trials(runs_env, proxy, pg_study, tmp_path):
+    storage, name = pg_study
+    log = tmp_path / "search.log"
+    search = start_search(runs_env, proxy, name, log, TRIALS="20", EPOCHS="5", DB_RETRY="3")
+    wait_for_running_trial(storage, name, search, log)
+    time.sleep(3)  # a trial or two finish first
+    complete = {t.number: t.value for t in optuna.load_study(study_name=name, storage=storage).trials
+                if t.state.name == "COMPLETE"}
+    proxy.cut()
+    cut_at = time.monotonic()
+    assert search.wait(timeout=120) == 2
+    assert time.monotonic() - cut_at < 30  # 3 s of retries, then out, not hanging
+    out = log.read_text()
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"error: study database postgresql://postgres@127.0.0.1:{proxy.port}/test unreachable "
+                           "for 3 s (") and last.endswith("run the same command again to resume once it is back")
+    assert "Traceback" not in out
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert {t.number: t.value for t in study.trials if t.number in complete} == complete  # nothing lost
+    left = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))  # the trial cut off, unless between trials
+    assert len(left) <= 1
+    client = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db"))
+    for trial in left:  # its MLflow run is ended (FINISHED when only the final tell was lost)
+        assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status in ("FAILED", "FINISHED")
+
+    proxy.start()  # the database is back: the same command resumes, and the cut-off trial is retried
+    resumed = start_search(runs_env, proxy, name, log, TRIALS=str(len(complete) + 2), EPOCHS="5", DB_RETRY="3",
+                           HEARTBEAT="1")
+    assert resumed.wait(timeout=300) == 0, log.read_text()[-3000:]
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert {t.number: t.value for t in study.trials if t.number in complete} == complete
+    for trial in left:
+        assert study.trials[trial.number].state.name == "FAIL"
+        assert [t.system_attrs["failed_trial"] for t in study.trials if "failed_trial" in t.system_attrs] == [
+            trial.number]
