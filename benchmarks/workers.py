@@ -2,8 +2,8 @@
 
 The objective sleeps 1 second, so N workers ideally finish N trials a second; the figure is
 the measured rate as a fraction of that. Each worker opens the storage the way a search does
-(``storage.open_storage``, heartbeat on) and stops through Optuna's MaxTrialsCallback, as our
-workers do. Storages: the PostgreSQL server at 127.0.0.1:5432 (database ``test``) and the
+(``storage.open_storage``, heartbeat on) and reaches the target the way our workers do
+(``search.target``: claim each trial, stop at the target; trials past it are surplus). Storages: the PostgreSQL server at 127.0.0.1:5432 (database ``test``) and the
 local default, a SQLite file. Errors (e.g. SQLite's "database is locked") are counted.
 
 Run: .venv/bin/python benchmarks/workers.py [--per-worker 8] [--postgres postgresql://...]
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import optuna
 
+from search.target import StopAtTarget, claim, finished_count
 from storage import default_storage_url, open_storage
 
 SLEEP_S = 1.0
@@ -31,14 +32,14 @@ def _worker(url: str, study_name: str, total: int, barrier, errors) -> None:
     study = optuna.load_study(study_name=study_name, storage=storage)
 
     def objective(trial: optuna.Trial) -> float:
+        claim(trial, total)
         x = trial.suggest_float("x", -1, 1)
         time.sleep(SLEEP_S)
         return x * x
 
     barrier.wait()
     try:
-        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(
-            total, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING))])
+        study.optimize(objective, callbacks=[StopAtTarget(total)])
     except Exception as exc:  # counted, not hidden: a lock error ends this worker
         with errors.get_lock():
             errors.value += 1
@@ -46,7 +47,7 @@ def _worker(url: str, study_name: str, total: int, barrier, errors) -> None:
 
 
 def measure(url: str, workers: int, per_worker: int) -> tuple[float, int, int]:
-    """(seconds, complete trials, errors) for ``workers`` processes on a new study at ``url``."""
+    """(seconds, counted trials, surplus trials, errors) for ``workers`` processes on a new study at ``url``."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     optuna.create_study(study_name=name, storage=open_storage(url))
     total = workers * per_worker
@@ -61,9 +62,10 @@ def measure(url: str, workers: int, per_worker: int) -> tuple[float, int, int]:
         process.join()
     seconds = time.perf_counter() - started
     study = optuna.load_study(study_name=name, storage=open_storage(url))
-    complete = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    complete = finished_count(study)
+    surplus = len(study.trials) - complete
     optuna.delete_study(study_name=name, storage=open_storage(url))
-    return seconds, complete, errors.value
+    return seconds, complete, surplus, errors.value
 
 
 def main() -> None:
@@ -76,13 +78,13 @@ def main() -> None:
         storages = {"PostgreSQL": args.postgres, "SQLite (default)": default_storage_url(Path(tmp) / "optuna.db")}
         print(f"objective: sleep {SLEEP_S:g} s; {args.per_worker} trials per worker; "
               f"{multiprocessing.cpu_count()} cores\n")
-        print("| storage | workers | trials | seconds | trials/s | fraction of ideal | errors |")
-        print("|---|---|---|---|---|---|---|")
+        print("| storage | workers | trials | surplus | seconds | trials/s | fraction of ideal | errors |")
+        print("|---|---|---|---|---|---|---|---|")
         for label, url in storages.items():
             for workers in (1, 2, 4, 8):
-                seconds, complete, errors = measure(url, workers, args.per_worker)
+                seconds, complete, surplus, errors = measure(url, workers, args.per_worker)
                 rate = complete / seconds
-                print(f"| {label} | {workers} | {complete} | {seconds:.1f} | {rate:.2f} | "
+                print(f"| {label} | {workers} | {complete} | {surplus} | {seconds:.1f} | {rate:.2f} | "
                       f"{rate / (workers / SLEEP_S):.2f} | {errors} |", flush=True)
 
 

@@ -168,6 +168,8 @@ def worker(args: argparse.Namespace) -> int:
     """Join an existing study and add trials until it has TRIALS finished ones (or TIMEOUT)."""
     trials = _trial_target(args)
     ctx = _context(args, creating=False)
+    for note in ctx.space.check_ready():  # this machine may lack what the study's machine had
+        print(f"note: {note}", flush=True)
     data = ctx.load_data()
     study = ctx.open_study()
     _announce(ctx, study, data, trials)

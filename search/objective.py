@@ -12,9 +12,8 @@ import optuna
 
 from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
-from search.progress import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
-from search.target import SURPLUS_ATTR, surplus_reason
-from search.tracking import WORKER, WORKER_ATTR, Tracker
+from search.target import claim
+from search.tracking import FAIL_REASON_ATTR, PRUNE_REASON_ATTR, Tracker
 from search.training import EpochTimer, plan_epochs, train
 from spaces import SearchSpace
 
@@ -53,12 +52,7 @@ class Objective:
         self.max_epoch_seconds, self.target = max_epoch_seconds, target
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr(WORKER_ATTR, WORKER)  # first: it tells the other workers this trial is live
-        surplus = self.target and surplus_reason(trial.study, trial.number, self.target)
-        if surplus:
-            trial.set_user_attr(SURPLUS_ATTR, True)
-            trial.set_user_attr(PRUNE_REASON_ATTR, surplus)
-            raise optuna.TrialPruned(surplus)
+        claim(trial, self.target)
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + trial.number)
         run = self.tracker.trial_run(trial, self.fixed)

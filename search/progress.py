@@ -8,9 +8,8 @@ import time
 import optuna
 
 from search.target import finished_count
+from search.tracking import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 
-FAIL_REASON_ATTR = "fail_reason"
-PRUNE_REASON_ATTR = "prune_reason"
 
 
 class Progress:

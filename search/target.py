@@ -14,7 +14,7 @@ import datetime
 
 import optuna
 
-from search.tracking import WORKER_ATTR
+from search.tracking import PRUNE_REASON_ATTR, WORKER, WORKER_ATTR
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SURPLUS_ATTR = "surplus"
@@ -54,6 +54,17 @@ def surplus_reason(study: optuna.Study, number: int, target: int) -> str | None:
     if taken < target:
         return None
     return f"not needed: {taken} trials before it were finished or running (TRIALS={target})"
+
+
+def claim(trial: optuna.Trial, target: int | None) -> None:
+    """Mark ``trial`` as this worker's (first, so other workers see it is live), then, with a
+    ``target``, prune it at once as surplus when the trials before it already take it."""
+    trial.set_user_attr(WORKER_ATTR, WORKER)
+    reason = surplus_reason(trial.study, trial.number, target) if target else None
+    if reason:
+        trial.set_user_attr(SURPLUS_ATTR, True)
+        trial.set_user_attr(PRUNE_REASON_ATTR, reason)
+        raise optuna.TrialPruned(reason)
 
 
 class StopAtTarget:

@@ -27,6 +27,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"
 WORKER_ATTR = "worker"  # host:pid of the process that runs the trial
+FAIL_REASON_ATTR = "fail_reason"  # why a trial failed, one line
+PRUNE_REASON_ATTR = "prune_reason"  # why a trial was pruned
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _STATUS = {"COMPLETE": RunStatus.FINISHED, "PRUNED": RunStatus.KILLED, "FAIL": RunStatus.FAILED}
 
@@ -71,8 +73,9 @@ class Tracker:
         return run.info.run_id
 
     def trial_run(self, trial: optuna.Trial, fixed: dict) -> TrialRun:
-        """A new child run for ``trial``, its id stored as the trial's user attr and this
-        worker (host:pid) as a tag of the run."""
+        """A new child run for ``trial``, its id stored as the trial's user attr; this worker
+        (host:pid) and the GPUs it may use (CUDA_VISIBLE_DEVICES, when set) are tags of the run."""
+        gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial.number}",
@@ -81,6 +84,7 @@ class Tracker:
                 "optuna.study": self.study.study_name,
                 "optuna.trial": str(trial.number),
                 WORKER_ATTR: WORKER,
+                **({"cuda_visible_devices": gpus} if gpus is not None else {}),
             },
         )
         trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)

@@ -242,3 +242,15 @@ def test_a_worker_with_other_settings_is_refused_and_leaves_the_study(runs_env, 
         assert err.startswith("error: ") and message in err and "\n" not in err, err
     study = optuna.load_study(study_name="shared", storage=storage)
     assert study.user_attrs["settings"] == settings and study.trials == []
+
+
+def test_a_search_whose_trials_all_fail_stops_after_five_in_a_row_and_says_why(runs_env, capsys):
+    runs = Path(runs_env["RUNS_DIR"])
+    runs.mkdir()
+    (runs / "checkpoints").write_text("")  # a file where the checkpoint folder goes: saving every model fails
+    assert main(["--dataset", "digits", "--space", "mlp", "--epochs", "1", "--trials", "20", "--pruner", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: search stopped: 5 trials failed in a row, the last with: ") and "\n" not in err
+    assert "checkpoints" in err, err
+    study = optuna.load_study(study_name="digits-mlp", storage=default_storage_url(runs / "optuna.db"))
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 5

@@ -263,7 +263,7 @@ def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weig
     from search.checkpoints import BestCheckpoint
     from search.datasets import DatasetSpec
     from search.objective import Objective
-    from search.progress import FAIL_REASON_ATTR
+    from search.tracking import FAIL_REASON_ATTR
     from search.study import open_study
     from search.tracking import Tracker, default_tracking_uri
     from storage import default_storage_url, open_storage

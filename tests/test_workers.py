@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
+import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO
@@ -63,7 +64,8 @@ def attempts(study: optuna.Study) -> list[int]:
 
 
 def test_three_workers_on_postgresql_reach_the_target_and_share_one_parent_run(runs_env, pg, pg_study):
-    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3")
+    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3",
+                     CUDA_VISIBLE_DEVICES="3,5")  # no such GPUs: Keras runs on the CPU, the ids are still handed out
     done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -78,6 +80,7 @@ def test_three_workers_on_postgresql_reach_the_target_and_share_one_parent_run(r
     assert len({t.user_attrs["mlflow_run_id"] for t in study.trials if t.number in ran}) == len(ran)
     runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
     assert sorted(runs) == ran and all(len(r) == 1 for r in runs.values())
+    assert {r[0].data.tags["cuda_visible_devices"] for r in runs.values()} <= {"3", "5"}  # one GPU per worker
     client = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db"))
     assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "FINISHED"
 
@@ -123,7 +126,11 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     assert dead_run.info.status == "FAILED" and dead_run.data.tags["failure_reason"] == STALE_REASON
 
 
-def test_sigterm_closes_the_running_trial_and_exits_143(runs_env, tmp_path):
+@pytest.mark.parametrize("sent,code,line,reason", [
+    (signal.SIGTERM, 143, "terminated (SIGTERM); run the same command again to resume the study", "Terminated"),
+    (signal.SIGINT, 130, "interrupted; run the same command again to resume the study", "KeyboardInterrupt"),
+], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp_path, sent, code, line, reason):
     env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "TRIALS": "50", "EPOCHS": "20",
            "PRUNER": "none", "SEED": "0"}
     stderr = tmp_path / "stderr.txt"
@@ -139,20 +146,20 @@ def test_sigterm_closes_the_running_trial_and_exits_143(runs_env, tmp_path):
             continue
         try:
             study = optuna.load_study(study_name="digits-mlp", storage=storage)
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, sqlalchemy.exc.OperationalError):  # not created yet, or being created
             continue
         if study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
             break
     time.sleep(1)
-    search.send_signal(signal.SIGTERM)
-    assert search.wait(timeout=120) == 143
+    search.send_signal(sent)
+    assert search.wait(timeout=120) == code
     err = stderr.read_text()
-    assert err.strip().splitlines()[-1] == "terminated (SIGTERM); run the same command again to resume the study"
+    assert err.strip().splitlines()[-1] == line
     assert "Traceback" not in err
     study = optuna.load_study(study_name="digits-mlp", storage=storage)
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     closed = study.trials[-1]
-    assert closed.state.name == "FAIL" and closed.user_attrs["fail_reason"].startswith("Terminated")
+    assert closed.state.name == "FAIL" and closed.user_attrs["fail_reason"].startswith(reason)
     run = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db")).get_run(
         closed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED"
