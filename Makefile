@@ -45,7 +45,7 @@ mlflow: install
 	$(BIN)/python -m search.dashboards mlflow
 
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py

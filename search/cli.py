@@ -13,7 +13,8 @@ import os
 import sys
 
 from search.errors import UserError
-from search.signals import Terminated, raise_on_sigterm
+from search import signals
+from search.signals import Terminated
 from search.recycle import RestartProcess
 
 COMMANDS = ("search", "worker", "export", "evaluate")
@@ -72,7 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = None
-    raise_on_sigterm()
+    signals.install()
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         from search import commands

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 
+from search import signals
 from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset, DatasetSpec
 from search.errors import UserError
@@ -204,7 +205,8 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
     objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
                           fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=args.max_epoch_seconds,
                           target=trials)
-    callbacks = [StopAtTarget(trials), checkpoint.after_trial, lambda _, trial: tracker.log_best(trial), progress, budget]
+    callbacks = [StopAtTarget(trials), checkpoint.after_trial, lambda _, trial: tracker.log_best(trial), progress, budget,
+                 signals.after_trial]
 
     def time_left() -> float | None:
         return None if args.timeout is None else args.timeout - (time.monotonic() - started)

@@ -10,6 +10,7 @@ import traceback
 import keras
 import optuna
 
+from search import signals
 from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.target import claim
@@ -52,15 +53,21 @@ class Objective:
         self.max_epoch_seconds, self.target = max_epoch_seconds, target
 
     def __call__(self, trial: optuna.Trial) -> float:
+        with signals.deferred():  # a signal stops the trial between batches, not inside TensorFlow
+            return self._run(trial)
+
+    def _run(self, trial: optuna.Trial) -> float:
         claim(trial, self.target)
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + trial.number)
         run = self.tracker.trial_run(trial, self.fixed)
         timer = EpochTimer(*self.epoch_limit(trial.study))
         try:
+            signals.raise_pending()  # one that came while the trial started
             candidate = self.space.build(trial, self.data.image_shape, self.data.num_classes)
             plan = plan_epochs(candidate.phases, self.epochs)
-            epochs = {f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, plan)} if len(plan) > 1 else {}
+            epochs = ({f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, plan)}
+                      if len(plan) > 1 else {})
             run.log_params(trial.params, derived={**candidate.details, **epochs})
             if candidate.model is not None:
                 run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
@@ -69,6 +76,7 @@ class Objective:
                 run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
             if self.checkpoint.offer(trial.study, trial.number, value, candidate.model):
                 run.set_tag("best_so_far", "true")
+            signals.raise_pending()
         except optuna.TrialPruned as exc:
             reason = str(exc) or None
             run.finish(trial, "PRUNED", reason=reason)

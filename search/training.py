@@ -11,6 +11,7 @@ import numpy as np
 import optuna
 from optuna_integration import KerasPruningCallback
 
+from search import signals
 from search.datasets import Dataset
 from search.study import OBJECTIVE
 from search.tracking import TrialRun
@@ -102,6 +103,16 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
             raise optuna.TrialPruned(f"too slow: {what}, over {self.max_seconds:.0f} s per epoch ({self.why})")
 
 
+class StopOnSignal(NotCopied, keras.callbacks.Callback):
+    """Raises a SIGINT / SIGTERM recorded during training at the end of a batch (search/signals.py)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        signals.raise_pending()
+
+    def on_test_batch_end(self, batch, logs=None):
+        signals.raise_pending()
+
+
 class History(NotCopied, keras.callbacks.History):
     """Keras's History, kept by reference (a library's own fit may return none)."""
 
@@ -144,6 +155,7 @@ def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Tr
             phase.start()
         history = History()
         callbacks = [
+            StopOnSignal(),
             keras.callbacks.TerminateOnNaN(),
             *([timer] if timer is not None else []),
             EpochLogger(run, number),  # before pruning, so a pruned trial's last epoch is logged

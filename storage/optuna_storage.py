@@ -34,15 +34,27 @@ def open_storage(url: str, heartbeat: int | None = None,
     engine_kwargs: dict = {"pool_pre_ping": True}
     if make_url(url).get_backend_name() == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    try:
-        with warnings.catch_warnings():  # the heartbeat is experimental in Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return ReconnectingStorage(url, retry_seconds, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat,
-                                       grace_period=3 * heartbeat if heartbeat else None)
-    except (SQLAlchemyError, OSError) as exc:
-        parsed = make_url(url)
-        where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
-        if parsed.get_backend_name() == "sqlite":
-            where = parsed.database or "memory"
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise UserError(f"cannot open study storage {mask_url(url)} ({where}): {reason}") from None
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # the heartbeat is experimental in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return ReconnectingStorage(url, retry_seconds, engine_kwargs=engine_kwargs,
+                                           heartbeat_interval=heartbeat,
+                                           grace_period=3 * heartbeat if heartbeat else None)
+        except (SQLAlchemyError, OSError) as exc:
+            # Another process created the schema at the same moment (Optuna's create_all is
+            # not atomic across processes): it exists now, so opening again works.
+            if "already exists" in str(exc) and attempt < 2:
+                continue
+            raise UserError(f"cannot open study storage {mask_url(url)} ({_where(url)}): {_first_line(exc)}") from None
+
+
+def _where(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or "memory"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

@@ -141,16 +141,16 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
     storage = default_storage_url(db)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.1)
         if not db.exists():
             continue
         try:
             study = optuna.load_study(study_name="digits-mlp", storage=storage)
         except (KeyError, ValueError, sqlalchemy.exc.OperationalError):  # not created yet, or being created
             continue
-        if study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        if running and running[0].intermediate_values:  # mid-training: epochs are left to interrupt
             break
-    time.sleep(1)
     search.send_signal(sent)
     assert search.wait(timeout=120) == code
     err = stderr.read_text()
