@@ -173,7 +173,7 @@ def test_a_model_over_max_model_size_is_pruned_before_training(tmp_path):
     assert "val_accuracy" not in tracker.client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
 
 
-def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(runs_env, tmp_path):
+def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(runs_env, tmp_path, capsys):
     """A search killed inside an AutoKeras trial, its scratch folder deleted, resumes from the study alone."""
     import json
     import os
@@ -247,8 +247,12 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     assert len(finished) == 2
     assert all("image_block_1/block_type" in t.params for t in finished)
 
-    cli(2, "export")
-    evaluated = cli(2, "evaluate").stdout
+    from search.cli import main
+
+    capsys.readouterr()
+    assert main(["export", "--study", "digits-autokeras"]) == 0  # in this process: a fresh one is the next test
+    assert main(["evaluate", "--study", "digits-autokeras"]) == 0
+    evaluated = capsys.readouterr().out
     export_dir = Path(runs_env["RUNS_DIR"]) / "exports" / "digits-autokeras"
     result = json.loads((export_dir / "evaluation.json").read_text())
     assert f"top1 {result['top1']:.4f}" in evaluated and result["n_test"] == 360 and result["top1"] > 0.5

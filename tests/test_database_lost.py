@@ -108,7 +108,7 @@ def wait_for_running_trial(storage, name: str, search: subprocess.Popen, log: Pa
 def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, pg_study, tmp_path):
     storage, name = pg_study
     log = tmp_path / "search.log"
-    search = start_search(runs_env, proxy, name, log, TRIALS="4", EPOCHS="5", DB_RETRY="60")
+    search = start_search(runs_env, proxy, name, log, TRIALS="2", EPOCHS="5", DB_RETRY="60")
     wait_for_running_trial(storage, name, search, log)
     proxy.cut()
     time.sleep(5)
@@ -118,7 +118,7 @@ def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, 
     assert f"storage: cannot reach the study database postgresql://postgres@127.0.0.1:{proxy.port}/test (" in out
     assert "storage: study database reachable again after" in out and "Traceback" not in out
     states = [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]
-    assert states.count("COMPLETE") == 4 and "RUNNING" not in states and "FAIL" not in states
+    assert states.count("COMPLETE") == 2 and "RUNNING" not in states and "FAIL" not in states
 
 
 def test_a_long_outage_stops_the_search_with_one_line_and_keeps_finished_trials(runs_env, proxy, pg_study, tmp_path):
@@ -148,7 +148,7 @@ def test_a_long_outage_stops_the_search_with_one_line_and_keeps_finished_trials(
         assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status in ("FAILED", "FINISHED")
 
     proxy.start()  # the database is back: the same command resumes, and the cut-off trial is retried
-    resumed = start_search(runs_env, proxy, name, log, TRIALS=str(len(complete) + 2), EPOCHS="5", DB_RETRY="3",
+    resumed = start_search(runs_env, proxy, name, log, TRIALS=str(len(complete) + 1), EPOCHS="5", DB_RETRY="3",
                            HEARTBEAT="1")
     assert resumed.wait(timeout=300) == 0, log.read_text()[-3000:]
     study = optuna.load_study(study_name=name, storage=storage)

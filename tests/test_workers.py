@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -63,30 +64,8 @@ def attempts(study: optuna.Study) -> list[int]:
     return sorted(t.number for t in study.trials if "surplus" not in t.user_attrs)
 
 
-def test_three_workers_on_postgresql_reach_the_target_and_share_one_parent_run(runs_env, pg, pg_study):
-    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3",
-                     CUDA_VISIBLE_DEVICES="3,5")  # no such GPUs: Keras runs on the CPU, the ids are still handed out
-    done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "postgresql://postgres@127.0.0.1:5432/test" in done.stdout and "evaluation:" in done.stdout
-
-    study = optuna.load_study(study_name=pg_study, storage=pg)
-    states = [t.state.name for t in study.trials]
-    assert "RUNNING" not in states and "WAITING" not in states
-    assert states.count("COMPLETE") == 6  # exactly the target: a trial started past it is pruned as surplus
-    assert all("surplus" in t.user_attrs for t in study.trials if t.state.name == "PRUNED")
-    ran = attempts(study)
-    assert len({t.user_attrs["mlflow_run_id"] for t in study.trials if t.number in ran}) == len(ran)
-    runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
-    assert sorted(runs) == ran and all(len(r) == 1 for r in runs.values())
-    assert {r[0].data.tags["cuda_visible_devices"] for r in runs.values()} <= {"3", "5"}  # one GPU per worker
-    client = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db"))
-    assert client.get_run(study.user_attrs["mlflow_parent_run_id"]).info.status == "FINISHED"
-
-
 def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes(runs_env, pg, pg_study):
-    env = search_env(runs_env, pg_study, TRIALS="8", EPOCHS="4", WORKERS="3", HEARTBEAT="1", SEED="0")
+    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="4", WORKERS="3", HEARTBEAT="1", SEED="0")
     log = Path(runs_env["RUNS_DIR"]).parent / "search.log"
     with log.open("w") as out_file:  # a file, not a pipe nobody reads while the search runs
         search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env,
@@ -94,12 +73,13 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     deadline = time.monotonic() + 300
     victim = None
     while victim is None and time.monotonic() < deadline and search.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
         study = optuna.load_study(study_name=pg_study, storage=pg) \
             if pg_study in optuna.get_all_study_names(pg) else None
         if study is None or not any(t.state.name == "COMPLETE" for t in study.trials):
             continue  # kill only once a complete trial exists, to check it survives
-        running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if "worker" in t.user_attrs]
+        running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                   if "worker" in t.user_attrs and not t.intermediate_values]  # just started: epochs to go
         workers = {f"{socket.gethostname()}:{w.pid}": w for w in psutil.Process(search.pid).children()}
         if running and running[0].user_attrs["worker"] in workers:
             victim = workers[running[0].user_attrs["worker"]]  # the worker running that trial
@@ -113,7 +93,7 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     study = optuna.load_study(study_name=pg_study, storage=pg)
     by_number = {t.number: t for t in study.trials}
     assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
-    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 8
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6
     assert all(by_number[n].state.name == "COMPLETE" and by_number[n].value == v for n, v in complete_before.items())
     retried = [t for t in study.trials if "failed_trial" in t.system_attrs]
     assert len(retried) == 1
@@ -186,16 +166,17 @@ def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_pa
 
 def test_a_running_trial_left_without_heartbeats_does_not_stall_a_resumed_search(runs_env):
     """A RUNNING trial from a process that sent no heartbeats never goes stale; the search must not wait for it."""
-    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "EPOCHS": "1"}
-    first = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "1"},
-                           capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-3000:]
+    from search.cli import main
+
+    argv = ["--dataset", "digits", "--space", "mlp", "--pruner", "none", "--epochs", "1"]
+    assert main([*argv, "--trials", "1"]) == 0
     storage = default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db")
     study = optuna.load_study(study_name="digits-mlp", storage=storage)
-    study.ask()  # RUNNING forever: no worker, no heartbeat
-    resumed = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "3"},
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    zombie = study.ask()  # RUNNING forever: no worker, no heartbeat
+    with sqlite3.connect(Path(runs_env["RUNS_DIR"]) / "optuna.db") as db:  # and left long ago
+        db.execute("UPDATE trials SET datetime_start = datetime(datetime_start, '-1 hour') || '.000000' "
+                   "WHERE number = ?", (zombie.number,))
+    assert main([*argv, "--trials", "3"]) == 0
     states = [t.state.name for t in optuna.load_study(study_name="digits-mlp", storage=storage).trials]
     assert states.count("COMPLETE") == 3 and states.count("RUNNING") == 1
 
@@ -227,30 +208,38 @@ def mlflow_server(tmp_path):
     log.close()
 
 
-def test_passwords_never_show_and_two_workers_track_through_an_mlflow_server(runs_env, pg, pg_study, mlflow_server):
+def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_server_and_hide_the_password(
+        runs_env, pg, pg_study, mlflow_server):
     password = "s3cr3t-pw"
-    env = search_env(runs_env, pg_study, TRIALS="3", EPOCHS="1", WORKERS="2", MLFLOW_TRACKING_URI=mlflow_server,
-                     STORAGE=f"postgresql://postgres:{password}@127.0.0.1:5432/test")
+    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3", MLFLOW_TRACKING_URI=mlflow_server,
+                     STORAGE=f"postgresql://postgres:{password}@127.0.0.1:5432/test",
+                     CUDA_VISIBLE_DEVICES="3,5")  # no such GPUs: Keras runs on the CPU, the ids are still handed out
     done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "postgresql://postgres:***@127.0.0.1:5432/test" in done.stdout and "evaluation:" in done.stdout
     assert password not in done.stdout + done.stderr
-    assert "postgresql://postgres:***@127.0.0.1:5432/test" in done.stdout
-    assert not (Path(runs_env["RUNS_DIR"]) / "mlflow.db").exists()  # everything went to the server
+    assert not (Path(runs_env["RUNS_DIR"]) / "mlflow.db").exists()  # everything went to the tracking server
 
     study = optuna.load_study(study_name=pg_study, storage=pg)
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and "WAITING" not in states
+    assert states.count("COMPLETE") == 6  # exactly the target: a trial started past it is pruned as surplus
+    assert all("surplus" in t.user_attrs for t in study.trials if t.state.name == "PRUNED")
     attrs = [study.user_attrs, pg.get_study_system_attrs(study._study_id)] + [
         a for t in study.trials for a in (t.user_attrs, t.system_attrs)]
     assert password not in repr(attrs)
+
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name(pg_study)
     runs = client.search_runs([experiment.experiment_id])
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(runs) == len(children) + 1 and sorted(int(r.data.tags["optuna.trial"]) for r in children) == attempts(
-        study)
+    assert len(runs) == len(children) + 1  # one parent, shared by the three workers
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == attempts(study)  # one child per attempt
     assert all(r.data.tags["worker"] == study.trials[int(r.data.tags["optuna.trial"])].user_attrs["worker"]
                for r in children)
+    assert {r.data.tags["cuda_visible_devices"] for r in children} <= {"3", "5"}  # one GPU id per worker
     assert parent.info.status == "FINISHED" and "test_top1" in parent.data.metrics
     for run in runs:
         assert password not in repr((run.data.params, run.data.tags))
