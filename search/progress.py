@@ -16,7 +16,7 @@ class Progress:
     """Study callback printing the search's progress; also stops the search after
     ``max_consecutive_failures`` failed trials in a row (``stopped_because`` says why)."""
 
-    def __init__(self, target: int, max_consecutive_failures: int = 5, stream=sys.stdout):
+    def __init__(self, target: int, max_consecutive_failures: int = 5, stream=None):
         self.target, self.max_failures, self.stream = target, max_consecutive_failures, stream
         self.started = time.perf_counter()
         self.failures_in_a_row = 0
@@ -35,7 +35,8 @@ class Progress:
             best = "no complete trial yet"
         elapsed = time.perf_counter() - self.started
         print(f"[trial {trial.number}] {state:<8} {value}  | {best} | "
-              f"{finished_count(study)}/{self.target} done, {elapsed:.0f}s", file=self.stream, flush=True)
+              f"{finished_count(study)}/{self.target} done, {elapsed:.0f}s",
+              file=self.stream or sys.stdout, flush=True)  # stdout as it is now (tests replace it)
         self.failures_in_a_row = self.failures_in_a_row + 1 if state == "FAIL" else 0
         if self.failures_in_a_row >= self.max_failures:
             self.stopped_because = f"{self.failures_in_a_row} trials failed in a row, the last with: {value}"

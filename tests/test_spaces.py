@@ -25,7 +25,7 @@ def test_space_builds_valid_models(space_name, shape):
     space = get_space(space_name, **TEST_OPTIONS.get(space_name, {}))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
-    for _ in range(6 if space_name == "finetune" else 12):  # finetune builds real backbones: slower
+    for _ in range(6 if space_name == "finetune" else 8):  # finetune builds real backbones: slower
         trial = study.ask()
         candidate = space.build(trial, shape, 7)
         model = candidate.model

@@ -79,7 +79,7 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
         if study is None or not any(t.state.name == "COMPLETE" for t in study.trials):
             continue  # kill only once a complete trial exists, to check it survives
         running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-                   if "worker" in t.user_attrs and not t.intermediate_values]  # just started: epochs to go
+                   if "batch_size" in t.params and not t.intermediate_values]  # sampled, epochs still to go
         workers = {f"{socket.gethostname()}:{w.pid}": w for w in psutil.Process(search.pid).children()}
         if running and running[0].user_attrs["worker"] in workers:
             victim = workers[running[0].user_attrs["worker"]]  # the worker running that trial
