@@ -79,6 +79,21 @@ def zip_tree(base: Path, archive: Path) -> Path:
     return archive
 
 
+def wait_for_http(url: str, process, log: Path, seconds: float = 120) -> None:
+    """Poll ``url`` until it answers; fail with ``log``'s tail if ``process`` exits or time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+
+
 @pytest.fixture
 def tiny_tree(tmp_path) -> Path:
     return make_tiny_tree(tmp_path / "data")

@@ -7,15 +7,13 @@ import os
 import signal
 import socket
 import subprocess
-import time
-import urllib.request
 import uuid
 
 import optuna
 import psutil
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for_http
 
 PASSWORD = "s3cr3t-pw"
 
@@ -34,14 +32,7 @@ def serve(target: str, port: int, env: dict, tmp_path) -> tuple[str, list[str], 
         make = subprocess.Popen(["make", "--no-print-directory", target], cwd=REPO, env={**os.environ, **env},
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
-                break
-            except OSError:
-                assert make.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/", make, log_path)
         processes = [psutil.Process(make.pid), *psutil.Process(make.pid).children(recursive=True)]
         commands = [" ".join(p.cmdline()) for p in processes]
         listening = {c.laddr for p in processes for c in p.net_connections() if c.status == psutil.CONN_LISTEN}

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
+from conftest import REPO, wait_for_http
 from search.faults import STALE_REASON
 from storage import default_storage_url
 
@@ -194,14 +193,7 @@ def mlflow_server(tmp_path):
          "--artifacts-destination", str(tmp_path / "server-artifacts")],
         stdout=log, stderr=log, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
-            time.sleep(0.5)
+    wait_for_http(f"{url}/health", server, tmp_path / "mlflow-server.log")
     yield url
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=60)
