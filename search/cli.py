@@ -22,9 +22,12 @@ COMMANDS = ("search", "worker", "export", "evaluate")
 OPTIONS = {
     "dataset": (str, "tinyimagenet, cifar10, cifar100, mnist, fashion_mnist, digits or folder"),
     "space": (str, "search space: cnn (default), mlp, finetune or autokeras"),
-    "trials": (int, "finished (complete or pruned) trials the study should reach (default 20)"),
-    "epochs": (int, "maximum epochs per trial (default 10)"),
-    "timeout": (float, "stop starting new trials after this many seconds"),
+    "trials": (int, "finished (complete or pruned) trials the study should reach "
+                    "(default 20; no limit with a BUDGET)"),
+    "epochs": (int, "epochs a trial plans (fewer when cut to fit the budget or pruned; default 15)"),
+    "budget": (float, "seconds of training: the search then exports and evaluates the best "
+                      "(data preparation not counted)"),
+    "timeout": (float, "the same as BUDGET (kept for older commands)"),
     "max_epoch_seconds": (float, "prune a trial whose epoch would take longer "
                                  "(default: 20x the median complete trial's, at least 60; 0: no limit)"),
     "image_size": (int, "resize images to this square size (default: the dataset's own)"),
@@ -81,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(commands, args.command)(args)
     except RestartProcess as restart:
         again = (sys.argv[1:] if argv is None else list(argv))
-        if restart.timeout_left is not None:
-            again += ["--timeout", str(restart.timeout_left)]  # the last --timeout wins
+        if restart.budget_left is not None:
+            again += ["--budget", str(restart.budget_left)]  # the last --budget wins
         if argv is not None:  # called from Python: carry on in this process
             return main(again)
         sys.stdout.flush()

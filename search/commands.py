@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 
 from search import signals
+from search.budget import Budget
 from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset, DatasetSpec
 from search.errors import UserError
@@ -109,15 +110,23 @@ def _context(args: argparse.Namespace, creating: bool) -> Context:
                    Path(args.data_dir or "data"), tracking_uri)
 
 
-def _trial_target(args: argparse.Namespace) -> int:
-    """TRIALS, after checking the run options; UserError on a bad one."""
-    trials = DEFAULT_TRIALS if args.trials is None else args.trials
-    if trials < 1:
+def _budget_seconds(args: argparse.Namespace) -> float | None:
+    """BUDGET, or TIMEOUT (its older name) when BUDGET is not set."""
+    return args.timeout if args.budget is None else args.budget
+
+
+def _trial_target(args: argparse.Namespace) -> int | None:
+    """TRIALS (None: no limit, the budget ends the search), after checking the run options;
+    UserError on a bad one."""
+    budget = _budget_seconds(args)
+    if budget is not None and not budget > 0:
+        name = "BUDGET" if args.budget is not None else "TIMEOUT"
+        raise UserError(f"{name}={budget:g}: must be a positive number of seconds")
+    trials = (None if budget is not None else DEFAULT_TRIALS) if args.trials is None else args.trials
+    if trials is not None and trials < 1:
         raise UserError(f"TRIALS={trials}: must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"EPOCHS={args.epochs}: must be at least 1")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UserError(f"TIMEOUT={args.timeout}: must be a positive number of seconds")
     if args.max_epoch_seconds is not None and args.max_epoch_seconds < 0:
         raise UserError(f"MAX_EPOCH_SECONDS={args.max_epoch_seconds:g}: must be 0 (no limit) or a number of seconds")
     if args.workers is not None and args.workers < 1:
@@ -128,7 +137,7 @@ def _trial_target(args: argparse.Namespace) -> int:
 
 
 def search(args: argparse.Namespace) -> int:
-    """Add trials until the study has TRIALS finished ones (or TIMEOUT), then export and evaluate.
+    """Add trials until the study has TRIALS finished ones or BUDGET runs out, then export and evaluate.
 
     With WORKERS=N the trials run in N local ``worker`` processes (one GPU each when GPUs
     are visible) while this one waits; it creates the study first, so they all join it.
@@ -144,14 +153,16 @@ def search(args: argparse.Namespace) -> int:
             study.enqueue_trial(params)
     _announce(ctx, study, data, trials)
     tracker = ctx.tracker(study)  # creates the MLflow store and the study's parent run before any worker
+    budget = Budget(_budget_seconds(args), ctx.settings["epochs"])  # from here: data preparation is not counted
     if (args.workers or 1) > 1:
         failed = run_local_workers(args.workers, ctx.study_name, ctx.storage_url, worker_argv(args))
-        if failed and finished_count(study) < trials:
+        if failed and not _reached(study, trials):
             raise UserError(f"{'; '.join(failed)}; {finished_count(study)}/{trials} trials finished")
         for line in failed:
             print(f"note: {line}; the other workers finished the study", flush=True)
     else:
-        _add_trials(ctx, args, study, data, trials, tracker)
+        _add_trials(ctx, args, study, data, trials, tracker, budget)
+    after = time.monotonic()
     model_path = _export(ctx, study, tracker, data, BestCheckpoint(ctx.layout.checkpoints(ctx.study_name)))
     result = _evaluate(ctx, tracker, data)
     best = study.best_trial
@@ -162,7 +173,15 @@ def search(args: argparse.Namespace) -> int:
     print(f"exported model: {model_path}")
     print(f"evaluation:     {model_path.parent / 'evaluation.json'} (test top1 {result['top1']:.4f}{top5}, "
           f"n_test {result['n_test']})")
+    if budget.seconds is not None:
+        print(f"time: {budget.seconds - max(0.0, budget.left()):.0f} s of the {budget.seconds:g} s budget searching, "
+              f"then {time.monotonic() - after:.0f} s exporting and evaluating")
     return 0
+
+
+def _reached(study: optuna.Study, trials: int | None) -> bool:
+    """Whether the study has its TRIALS (never, without a target: then the budget ends it)."""
+    return trials is not None and finished_count(study) >= trials
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -174,19 +193,22 @@ def worker(args: argparse.Namespace) -> int:
     data = ctx.load_data()
     study = ctx.open_study()
     _announce(ctx, study, data, trials)
-    _add_trials(ctx, args, study, data, trials, ctx.tracker(study))
+    tracker = ctx.tracker(study)
+    _add_trials(ctx, args, study, data, trials, tracker, Budget(_budget_seconds(args), ctx.settings["epochs"]))
     return 0
 
 
 def _announce(ctx: Context, study: optuna.Study, data: Dataset, trials: int) -> None:
-    print(f"study {ctx.study_name} in {mask_url(ctx.storage_url)}: {finished_count(study)}/{trials} trials finished | "
+    target = f"/{trials}" if trials is not None else ""
+    print(f"study {ctx.study_name} in {mask_url(ctx.storage_url)}: {finished_count(study)}{target} trials finished | "
           f"{data.name} {data.image_shape}, {data.num_classes} classes, "
           f"train {len(data.y_train)} / val {len(data.y_val)} / test {len(data.y_test)}", flush=True)
 
 
-def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, data: Dataset, trials: int,
-                tracker: Tracker) -> None:
-    """This process's share of the search: trials until the study has ``trials`` finished ones.
+def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, data: Dataset, trials: int | None,
+                tracker: Tracker, budget: Budget) -> None:
+    """This process's share of the search: trials until the study has ``trials`` finished ones
+    or the ``budget`` runs out.
 
     Other workers' running trials count towards the target, and a trial started when the
     target was already taken is not needed (search/target.py), so the workers together do
@@ -198,26 +220,25 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
     """
     ctx.storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client)
     checkpoint = BestCheckpoint(ctx.layout.checkpoints(ctx.study_name))
-    progress = Progress(trials)
+    progress = Progress(trials, budget=budget)
     per_process = DEFAULT_TRIALS_PER_PROCESS if args.trials_per_process is None else args.trials_per_process
-    budget = TrialBudget(per_process)
-    started = time.monotonic()
+    recycle = TrialBudget(per_process)
     objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
                           fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=args.max_epoch_seconds,
-                          target=trials)
-    callbacks = [StopAtTarget(trials), checkpoint.after_trial, lambda _, trial: tracker.log_best(trial), progress, budget,
-                 signals.after_trial]
+                          target=trials, deadline=budget.deadline)
+    callbacks = [*([StopAtTarget(trials)] if trials is not None else []), budget, checkpoint.after_trial,
+                 lambda _, trial: tracker.log_best(trial), progress, recycle, signals.after_trial]
 
-    def time_left() -> float | None:
-        return None if args.timeout is None else args.timeout - (time.monotonic() - started)
+    def time_left() -> bool:
+        return not budget.ended and (budget.left() is None or budget.left() > 0)
 
     tracker.reopen()
     try:
-        while finished_count(study) < trials and (time_left() is None or time_left() > 0):
-            study.optimize(objective, timeout=time_left(), catch=(Exception,), callbacks=callbacks)
-            if progress.stopped_because or budget.exhausted:
+        while not _reached(study, trials) and time_left():
+            study.optimize(objective, timeout=budget.left(), catch=(Exception,), callbacks=callbacks)
+            if progress.stopped_because or recycle.exhausted or budget.ended:
                 break
-            while live_running(study) and (time_left() is None or time_left() > 0):
+            while live_running(study) and time_left():
                 time.sleep(1)  # the other workers' trials may still fail
                 optuna.storages.fail_stale_trials(study)
     except Exception:
@@ -230,20 +251,19 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
         _end_parent_run_if_last(study, tracker, trials)
     if progress.stopped_because:
         raise UserError(f"search stopped: {progress.stopped_because}")
-    left = time_left()
-    if budget.exhausted and finished_count(study) < trials and (left is None or left > 0):
-        print(f"{budget.count} trials in this process: continuing in a fresh one (returns TensorFlow's memory)",
+    if recycle.exhausted and not _reached(study, trials) and time_left():
+        print(f"{recycle.count} trials in this process: continuing in a fresh one (returns TensorFlow's memory)",
               flush=True)
-        raise RestartProcess(left)
+        raise RestartProcess(budget.left())
 
 
-def _end_parent_run_if_last(study: optuna.Study, tracker: Tracker, trials: int) -> None:
+def _end_parent_run_if_last(study: optuna.Study, tracker: Tracker, trials: int | None) -> None:
     """The last worker to stop ends the study's MLflow parent run; while another one still
     runs a trial, the parent stays RUNNING. Nothing is ended when the database is lost."""
     try:
         optuna.storages.fail_stale_trials(study)
         if not live_running(study):
-            tracker.end(reached_target=finished_count(study) >= trials)
+            tracker.end(reached_target=trials is None or _reached(study, trials))
     except DatabaseLost:
         pass
 

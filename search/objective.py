@@ -15,10 +15,11 @@ from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.target import claim
 from search.tracking import FAIL_REASON_ATTR, PRUNE_REASON_ATTR, Tracker
+from search.budget import EpochPlan
+from search.records import DEADLINE_ATTR, EPOCH_SECONDS_ATTR, PLANNED_EPOCHS_ATTR
 from search.training import EpochTimer, plan_epochs, train
 from spaces import SearchSpace
 
-EPOCH_SECONDS_ATTR = "epoch_seconds"
 SLOWDOWN_LIMIT = 20  # default cap: this many times the median complete trial's epoch,
 MIN_EPOCH_LIMIT = 60.0  # but never below this many seconds (short epochs time too noisily)
 
@@ -43,14 +44,20 @@ class Objective:
 
     With a ``target`` (TRIALS), a trial that the trials before it already make unnecessary
     is pruned as surplus before anything else, without an MLflow run (search/target.py).
+
+    With a ``deadline`` (``time.monotonic()`` seconds, from BUDGET) a trial cuts its epochs
+    to end before it, is pruned when it cannot train a worthwhile share of them, and one
+    still running at the deadline stops at its next epoch end, COMPLETE with the best value
+    it reached (user attr ``stopped_at_deadline``: the epoch it stopped after).
     """
 
     def __init__(self, space: SearchSpace, data: Dataset, epochs: int, tracker: Tracker,
                  checkpoint: BestCheckpoint, fixed: dict, seed: int | None = None,
-                 max_epoch_seconds: float | None = None, target: int | None = None):
+                 max_epoch_seconds: float | None = None, target: int | None = None,
+                 deadline: float | None = None):
         self.space, self.data, self.epochs = space, data, epochs
         self.tracker, self.checkpoint, self.fixed, self.seed = tracker, checkpoint, fixed, seed
-        self.max_epoch_seconds, self.target = max_epoch_seconds, target
+        self.max_epoch_seconds, self.target, self.deadline = max_epoch_seconds, target, deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
         with signals.deferred():  # a signal stops the trial between batches, not inside TensorFlow
@@ -61,17 +68,21 @@ class Objective:
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + trial.number)
         run = self.tracker.trial_run(trial, self.fixed)
-        timer = EpochTimer(*self.epoch_limit(trial.study))
+        plan = EpochPlan(self.epochs, self.deadline)
+        timer = EpochTimer(*self.epoch_limit(trial.study), plan=plan)
         try:
             signals.raise_pending()  # one that came while the trial started
             candidate = self.space.build(trial, self.data.image_shape, self.data.num_classes)
-            plan = plan_epochs(candidate.phases, self.epochs)
-            epochs = ({f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, plan)}
-                      if len(plan) > 1 else {})
+            split = plan_epochs(candidate.phases, self.epochs)
+            epochs = ({f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, split)}
+                      if len(split) > 1 else {})
             run.log_params(trial.params, derived={**candidate.details, **epochs})
             if candidate.model is not None:
                 run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
             value = train(candidate, plan, self.data, trial, run, timer)
+            if plan.stopped_at_deadline is not None:
+                trial.set_user_attr(DEADLINE_ATTR, plan.stopped_at_deadline)
+                run.set_tag(DEADLINE_ATTR, str(plan.stopped_at_deadline))
             if candidate.fit is not None:  # the space's library built the model while fitting
                 run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
             if self.checkpoint.offer(trial.study, trial.number, value, candidate.model):
@@ -92,6 +103,9 @@ class Objective:
             run.finish(trial, "COMPLETE")
             return value
         finally:
+            if plan.total < self.epochs:
+                trial.set_user_attr(PLANNED_EPOCHS_ATTR, plan.total)
+                run.log_metrics({PLANNED_EPOCHS_ATTR: plan.total})
             if timer.seconds is not None:
                 trial.set_user_attr(EPOCH_SECONDS_ATTR, timer.seconds)
                 run.log_metrics({EPOCH_SECONDS_ATTR: timer.seconds})

@@ -16,8 +16,9 @@ class Progress:
     """Study callback printing the search's progress; also stops the search after
     ``max_consecutive_failures`` failed trials in a row (``stopped_because`` says why)."""
 
-    def __init__(self, target: int, max_consecutive_failures: int = 5, stream=None):
+    def __init__(self, target: int | None, max_consecutive_failures: int = 5, stream=None, budget=None):
         self.target, self.max_failures, self.stream = target, max_consecutive_failures, stream
+        self.budget = budget
         self.started = time.perf_counter()
         self.failures_in_a_row = 0
         self.stopped_because: str | None = None
@@ -34,8 +35,11 @@ class Progress:
         except ValueError:
             best = "no complete trial yet"
         elapsed = time.perf_counter() - self.started
+        left = self.budget.left() if self.budget is not None else None
+        clock = f"{elapsed:.0f}s" + (f", {max(0.0, left):.0f}s left" if left is not None else "")
+        target = f"/{self.target}" if self.target is not None else ""
         print(f"[trial {trial.number}] {state:<8} {value}  | {best} | "
-              f"{finished_count(study)}/{self.target} done, {elapsed:.0f}s",
+              f"{finished_count(study)}{target} done, {clock}",
               file=self.stream or sys.stdout, flush=True)  # stdout as it is now (tests replace it)
         self.failures_in_a_row = self.failures_in_a_row + 1 if state == "FAIL" else 0
         if self.failures_in_a_row >= self.max_failures:

@@ -14,12 +14,12 @@ import optuna
 class RestartProcess(Exception):
     """This process has run its share of trials; the search continues in a fresh one.
 
-    ``timeout_left`` is what remains of TIMEOUT (None when there is none).
+    ``budget_left`` is what remains of BUDGET (None when there is none).
     """
 
-    def __init__(self, timeout_left: float | None):
-        super().__init__(timeout_left)
-        self.timeout_left = timeout_left
+    def __init__(self, budget_left: float | None):
+        super().__init__(budget_left)
+        self.budget_left = budget_left
 
 
 class TrialBudget:

@@ -14,7 +14,7 @@ PRUNERS = ("hyperband", "median", "sha", "none")
 # What a study is: fixed when it is created, recorded in its user attrs, and the same for
 # every process that later adds trials to it.
 STUDY_KEYS = ("dataset", "image_size", "labels", "folder", "space", "epochs", "sampler", "pruner", "seed")
-DEFAULTS = {"image_size": None, "labels": "fine", "folder": None, "space": "cnn", "epochs": 10,
+DEFAULTS = {"image_size": None, "labels": "fine", "folder": None, "space": "cnn", "epochs": 15,
             "sampler": "tpe", "pruner": "hyperband", "seed": None}
 SETTINGS_ATTR = "settings"
 SPACE_OPTIONS = "space_options"  # the key, in the recorded settings, of the space's own settings
@@ -39,9 +39,14 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """Pruners act on the per-epoch validation accuracy; a step is one epoch."""
+    """Pruners act on the per-epoch validation accuracy; a step is one epoch.
+
+    Hyperband's first rung is at a third of the epochs: before that a trial is still in its
+    learning-rate warmup, and the measured curves cross (README, "How the defaults were
+    chosen"). With 15 epochs that is two brackets, rungs at 5 and 15 epochs.
+    """
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 3), max_resource=epochs)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     if name == "sha":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -12,6 +13,7 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from search import signals
+from search.budget import EpochPlan
 from search.datasets import Dataset
 from search.study import OBJECTIVE
 from search.tracking import TrialRun
@@ -44,19 +46,19 @@ class EpochLogger(NotCopied, keras.callbacks.Callback):
 
 
 class PruningCallback(NotCopied, KerasPruningCallback):
-    """optuna-integration's Keras pruning callback, except after the trial's last epoch.
+    """optuna-integration's Keras pruning callback, except after the trial's last planned epoch.
 
     Then it only reports: pruning saves no training there and would only mark a fully
     trained trial PRUNED, which also keeps it from being the study's best.
     """
 
-    def __init__(self, trial: optuna.Trial, monitor: str, last_epoch: int):
+    def __init__(self, trial: optuna.Trial, monitor: str, plan: EpochPlan):
         super().__init__(trial, monitor)
-        self.trial, self.monitor, self.last_epoch = trial, monitor, last_epoch
+        self.trial, self.monitor, self.plan = trial, monitor, plan
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if epoch < self.last_epoch:
+        if epoch < self.plan.total - 1:
             try:
                 super().on_epoch_end(epoch, logs)
             except optuna.TrialPruned:
@@ -67,7 +69,8 @@ class PruningCallback(NotCopied, KerasPruningCallback):
 
 
 class EpochTimer(NotCopied, keras.callbacks.Callback):
-    """Projects each epoch's seconds from its batches and prunes a trial over ``max_seconds``.
+    """Projects each epoch's seconds from its batches; prunes a trial over ``max_seconds`` and
+    cuts its ``plan`` to end before the budget's deadline (or prunes it when it cannot).
 
     The projection is the mean time of an epoch's batches after its first (which pays for
     tracing or compiling) times the number of batches, taken from the ``min_batches``-th
@@ -77,14 +80,28 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
     slowest epoch's projection so far; ``why`` names the limit.
     """
 
-    def __init__(self, max_seconds: float | None = None, why: str = "", min_batches: int = 3):
+    def __init__(self, max_seconds: float | None = None, why: str = "", min_batches: int = 3,
+                 plan: EpochPlan | None = None):
         super().__init__()
-        self.max_seconds, self.why, self.min_batches = max_seconds, why, min_batches
+        self.max_seconds, self.why, self.min_batches, self.plan = max_seconds, why, min_batches, plan
         self.seconds: float | None = None
         self._began = self._since = 0.0
+        self._epoch = self._first = 0
+
+    def on_train_begin(self, logs=None):
+        self._first = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._began = time.perf_counter()
+        self._began, self._epoch = time.perf_counter(), epoch
+        if self._first is None:
+            self._first = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        # A whole epoch, validation and callbacks included, once a fit's first (which pays for
+        # tracing) is over: the truest measure of what the rest of the plan will take.
+        if self.plan is not None and epoch > self._first:
+            now = time.perf_counter()
+            self.plan.fit_to(epoch + 1, self.plan.clock(), now - self._began)
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
@@ -97,10 +114,65 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
             projected = (now - self._since) / batch * steps
             self.seconds = max(self.seconds or 0.0, projected)
             self._check(projected, f"about {projected:.0f} s per epoch")
+            if self.plan is not None and batch == self.min_batches:  # once an epoch
+                began = self.plan.clock() - (now - self._began)
+                reason = self.plan.fit_to(self._epoch, began, projected)
+                if reason:
+                    raise optuna.TrialPruned(reason)
 
     def _check(self, seconds: float, what: str) -> None:
         if self.max_seconds is not None and seconds > self.max_seconds:
             raise optuna.TrialPruned(f"too slow: {what}, over {self.max_seconds:.0f} s per epoch ({self.why})")
+
+
+class FollowPlan(NotCopied, keras.callbacks.Callback):
+    """Ends a phase's fit at its planned last epoch (the plan may have been cut since the fit
+    began) or at the first epoch end past the deadline, which it records in the plan."""
+
+    def __init__(self, plan: EpochPlan, phase_end: Callable[[], int]):
+        super().__init__()
+        self.plan, self.phase_end = plan, phase_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.plan.past_deadline() and epoch + 1 < self.plan.total:
+            self.plan.stopped_at_deadline = epoch + 1
+            self.model.stop_training = True
+        if epoch + 1 >= self.phase_end():
+            self.model.stop_training = True
+
+
+class WarmupCosine(NotCopied, keras.callbacks.Callback):
+    """The learning rate over a fit: a linear warmup from a tenth of the optimizer's rate to
+    all of it over the first ``warmup`` share of the planned steps, then a cosine down to zero.
+
+    The peak is the optimizer's learning rate when the fit starts (the sampled one). The
+    plan is ``epochs()``, asked at every batch, so a trial whose epochs are cut to fit the
+    budget anneals within what it has left. Keras's schedules are fixed when the optimizer
+    is built, before the first batches tell how long an epoch takes: that is why this is ours.
+    """
+
+    def __init__(self, epochs: Callable[[], int], warmup: float = 0.2, first_epoch: int = 0):
+        super().__init__()
+        self.epochs, self.warmup, self.first_epoch = epochs, warmup, first_epoch
+        self.peak = self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self.peak = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch - self.first_epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = (self.params or {}).get("steps") or 1
+        self.model.optimizer.learning_rate = self.peak * warmup_cosine(
+            (self._epoch * steps + batch) / max(1, self.epochs() * steps), self.warmup)
+
+
+def warmup_cosine(progress: float, warmup: float) -> float:
+    """The schedule's factor of the peak learning rate at ``progress`` (0 to 1) of the steps."""
+    if progress < warmup:
+        return 0.1 + 0.9 * progress / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
 class StopOnSignal(NotCopied, keras.callbacks.Callback):
@@ -115,11 +187,6 @@ class StopOnSignal(NotCopied, keras.callbacks.Callback):
 
 class History(NotCopied, keras.callbacks.History):
     """Keras's History, kept by reference (a library's own fit may return none)."""
-
-
-def early_stopping_patience(epochs: int) -> int:
-    """Stop after this many epochs without a better val_accuracy."""
-    return max(2, epochs // 4)
 
 
 def plan_epochs(phases: tuple[Phase, ...], epochs: int) -> list[int]:
@@ -137,19 +204,30 @@ def plan_epochs(phases: tuple[Phase, ...], epochs: int) -> list[int]:
     return plan
 
 
-def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Trial, run: TrialRun,
-          timer: EpochTimer | None = None) -> float:
-    """Fit the candidate's phases for ``plan`` epochs each; return the best epoch's val_accuracy.
+def phase_end(phases: tuple[Phase, ...], plan: EpochPlan, index: int) -> int:
+    """The epoch count at which phase ``index`` ends under the plan as it is now."""
+    return sum(plan_epochs(phases, plan.total)[:index + 1])
 
-    Epochs are counted across phases, so Optuna's pruner sees one curve. Early stopping
-    acts within a phase. The model ends with the weights of the best epoch of all phases.
+
+def train(candidate: Candidate, plan: EpochPlan, data: Dataset, trial: optuna.Trial, run: TrialRun,
+          timer: EpochTimer | None = None) -> float:
+    """Fit the candidate's phases over ``plan.total`` epochs; return the best epoch's val_accuracy.
+
+    Epochs are counted across phases, so Optuna's pruner sees one curve, and each phase's
+    learning rate follows a warmup + cosine schedule over its planned epochs. No early
+    stopping: it would cut off a trial still improving under its schedule (the pruner
+    stops the hopeless ones). The model ends with the weights of the best epoch of all
+    phases. The plan may be cut while training (``timer``, to fit the deadline), and a trial
+    still running at the deadline stops at the end of that epoch, keeping what it reached.
     Raises optuna.TrialPruned when the pruner or ``timer`` says so, and TrialFailed when
     the loss stops being finite.
     """
     started = time.perf_counter()
     best, best_weights, losses, done = -math.inf, None, [], 0
-    for number, (phase, epochs) in enumerate(zip(candidate.phases, plan), start=1):
-        if epochs == 0:
+    for index, phase in enumerate(candidate.phases):
+        begin = done
+        end = phase_end(candidate.phases, plan, index)
+        if end <= begin:
             continue
         if phase.start is not None:
             phase.start()
@@ -158,18 +236,19 @@ def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Tr
             StopOnSignal(),
             keras.callbacks.TerminateOnNaN(),
             *([timer] if timer is not None else []),
-            EpochLogger(run, number),  # before pruning, so a pruned trial's last epoch is logged
-            PruningCallback(trial, OBJECTIVE, last_epoch=sum(plan) - 1),
-            keras.callbacks.EarlyStopping(
-                monitor=OBJECTIVE, mode="max", patience=early_stopping_patience(epochs), restore_best_weights=True
-            ),
+            WarmupCosine(lambda: phase_end(candidate.phases, plan, index) - begin, first_epoch=begin),
+            EpochLogger(run, index + 1),  # before pruning, so a pruned trial's last epoch is logged
+            PruningCallback(trial, OBJECTIVE, plan),
+            FollowPlan(plan, lambda: phase_end(candidate.phases, plan, index)),
+            # Never stops (its patience is the whole phase): it ends the fit on the best epoch's weights.
+            keras.callbacks.EarlyStopping(monitor=OBJECTIVE, mode="max", patience=end, restore_best_weights=True),
             history,
         ]
         (candidate.fit or candidate.model.fit)(
             data.x_train, data.y_train,
             batch_size=candidate.batch_size,
-            initial_epoch=done,
-            epochs=done + epochs,
+            initial_epoch=begin,
+            epochs=end,
             validation_data=(data.x_val, data.y_val),
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
@@ -181,10 +260,12 @@ def train(candidate: Candidate, plan: list[int], data: Dataset, trial: optuna.Tr
         phase_best = float(np.max(history.history[OBJECTIVE]))
         if phase_best > best:
             best = phase_best
-            if number < len(candidate.phases):  # a later phase may do worse: keep these weights
+            if index + 1 < len(candidate.phases):  # a later phase may do worse: keep these weights
                 best_weights = candidate.model.get_weights()
         elif best_weights is not None:
             candidate.model.set_weights(best_weights)
+        if plan.stopped_at_deadline is not None:
+            break
     run.log_metrics({"training_seconds": time.perf_counter() - started, "epochs_trained": done})
     if not losses or not all(math.isfinite(v) for v in losses):
         raise TrialFailed(f"loss became NaN or infinite at epoch {len(losses)}")

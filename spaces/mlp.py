@@ -8,8 +8,9 @@ import keras
 from keras import layers
 
 from spaces.base import Candidate, SearchSpace
-from spaces.cnn import ACTIVATIONS
 from spaces.common import BN_MOMENTUM, TRAINING_START, compile_classifier, image_input
+
+ACTIVATIONS = ("relu", "elu", "gelu", "swish")
 
 
 @dataclass

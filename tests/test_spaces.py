@@ -39,21 +39,34 @@ def test_space_builds_valid_models(space_name, shape):
 
 
 def test_conditional_params_only_where_they_apply():
+    """The learning rate and weight decay are sampled under their optimizer's name, over its range."""
     space = get_space("cnn")
-    for optimizer in ("adam", "sgd"):
-        for head_layers in (0, 1, 2):
-            trial = optuna.trial.FixedTrial({
-                "aug_flip": False, "aug_rotation": 0.0, "aug_zoom": 0.0, "aug_translation": 0.0,
-                "conv_blocks": 1, "filters": 16, "filter_growth": 1.0, "kernel_size": 3, "convs_per_block": 1,
-                "batch_norm": False, "pooling": "max", "block_dropout": 0.1, "activation": "relu",
-                "head_pooling": "gap", "head_layers": head_layers, "head_units": 64, "head_shape": "pyramid",
-                "head_dropout": 0.1, "optimizer": optimizer, "learning_rate": 1e-3, "weight_decay": 1e-4,
-                "momentum": 0.9, "label_smoothing": 0.0, "batch_size": 32,
-            })
-            space.build(trial, (8, 8, 1), 3)
-            assert ("momentum" in trial.params) == (optimizer == "sgd")
-            assert ("head_units" in trial.params) == (head_layers > 0)
-            assert ("head_shape" in trial.params) == (head_layers > 1)
+    for optimizer in ("sgd", "adamw"):
+        trial = optuna.trial.FixedTrial({
+            **space.initial_params((8, 8, 1))[0], "optimizer": optimizer,
+            f"{optimizer}_learning_rate": 1e-3 if optimizer == "adamw" else 0.1, f"{optimizer}_weight_decay": 1e-3,
+        })
+        space.build(trial, (8, 8, 1), 3)
+        assert {k for k in trial.params if k.endswith(("_learning_rate", "_weight_decay"))} == {
+            f"{optimizer}_learning_rate", f"{optimizer}_weight_decay"}
+
+
+@pytest.mark.parametrize("family", ["plain", "residual"])
+def test_both_families_build_the_stages_they_say(family):
+    """A residual stage adds identity shortcuts; a plain one has none; each stage halves the resolution."""
+    import keras
+
+    params = {**get_space("cnn").initial_params((32, 32, 3))[0], "family": family, "conv_blocks": 3,
+              "convs_per_block": 2, "filters": 16}
+    model = get_space("cnn").build(optuna.trial.FixedTrial(params), (32, 32, 3), 10).model
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    pools = [layer for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    assert len(adds) == (6 if family == "residual" else 0)  # 3 stages x 2 units
+    assert [tuple(p.output.shape[1:3]) for p in pools] == [(16, 16), (8, 8), (4, 4)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs[-1].filters == 64  # 16, doubled per stage
+    assert all(any(isinstance(other, keras.layers.BatchNormalization) for other in model.layers
+                   if other.name == conv.name.replace("_conv", "_bn")) for conv in convs)
 
 
 def test_sampled_model_trains_and_takes_raw_uint8():

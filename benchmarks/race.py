@@ -1,0 +1,301 @@
+"""The budget race (not a test): this project's search against what a user would run instead.
+
+On one Tiny-ImageNet-layout dataset (a DATA_DIR holding tiny-imagenet-200.zip or its
+folder, or the zip or folder itself), at one image size, every system gets the same
+train / validation split as uint8 arrays and the same BUDGET seconds, one after the other
+in a fresh process each, on this machine:
+
+- ``ours``: ``python -m search`` with its defaults (SPACE=cnn) and BUDGET;
+- ``kerastuner``: KerasTuner's Hyperband on a plain CNN space (max_epochs 10);
+- ``autokeras``: AutoKeras 3.0's ImageClassifier with its default tuner and epochs;
+- ``random``: Optuna random sampling of that plain CNN space, 10 epochs a trial, no pruning;
+- ``fixed``: one plain 3-block CNN (batch norm, Adam), 10 epochs;
+- ``finetune`` (with --weights-dir): ``python -m search`` with SPACE=finetune on those weights.
+
+Every finished epoch's validation accuracy is logged with its time since the system's start
+(after imports and data loading). The table gives each system's best so far at 60, 150, 300
+and 600 s (and at the budget); ``race.png`` plots best so far against time. Peers are
+stopped at the budget; our search stops itself, then exports and evaluates (its extra time
+is printed, not raced).
+
+  .venv/bin/python benchmarks/race.py --data DIR [--image-size 32] [--budget 600] [--weights-dir W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PEERS = ("ours", "kerastuner", "autokeras", "random", "fixed")
+MARKS = (60, 150, 300, 600)
+PLAIN_EPOCHS = 10  # the peers' epochs per trial, and the fixed CNN's
+
+
+# ---- the dataset, shared by all ---------------------------------------------------------
+
+def data_dir_for(path: Path, work: Path) -> Path:
+    """A DATA_DIR for ``path``: a folder holding tiny-imagenet-200(.zip), the zip, or the folder."""
+    path = path.resolve()
+    if (path / "tiny-imagenet-200.zip").exists() or (path / "tiny-imagenet-200").is_dir():
+        return path
+    linked = work / "data"
+    linked.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".zip":
+        (linked / "tiny-imagenet-200.zip").symlink_to(path)
+    elif (path / "wnids.txt").is_file():
+        (linked / "tiny-imagenet-200").symlink_to(path)
+    else:
+        sys.exit(f"error: {path} is neither a DATA_DIR with tiny-imagenet-200(.zip), the zip, nor the unpacked folder")
+    return linked
+
+
+def load(data_dir: Path, size: int):
+    from search.datasets import DatasetSpec
+
+    return DatasetSpec("tinyimagenet", image_size=size).load(data_dir)
+
+
+# ---- what every peer logs ---------------------------------------------------------------
+
+def epoch_logger(log: Path, start: float):
+    """A Keras callback appending each epoch's val_accuracy and time since ``start`` to ``log``."""
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_accuracy")
+            if value is not None:
+                with log.open("a") as f:
+                    f.write(json.dumps({"t": time.time() - start, "val_accuracy": float(value)}) + "\n")
+
+    return EpochLog()
+
+
+def plain_cnn(hp_int, hp_choice, hp_float, image_shape, num_classes):
+    """The plain CNN space the peers search (KerasTuner's and Optuna's names for the same thing)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(image_shape, dtype="uint8")
+    x = layers.Rescaling(1 / 255)(inputs)
+    filters = hp_choice("filters", [16, 32, 64])
+    kernel = hp_choice("kernel_size", [3, 5])
+    for block in range(hp_int("conv_blocks", 1, 3)):
+        x = layers.Conv2D(filters * 2**block, kernel, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(hp_choice("dense_units", [64, 128, 256]), activation="relu")(x)
+    x = layers.Dropout(hp_float("dropout", 0.0, 0.5))(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(hp_float("learning_rate", 1e-4, 1e-2, log=True)),
+                  "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def fixed_cnn(image_shape, num_classes):
+    """One plain 3-block CNN: 32/64/128 filters, batch norm, a 128-unit dense layer, Adam 1e-3."""
+    fixed = {"filters": 32, "kernel_size": 3, "conv_blocks": 3, "dense_units": 128, "dropout": 0.3,
+             "learning_rate": 1e-3}
+    return plain_cnn(lambda n, *_: fixed[n], lambda n, _: fixed[n], lambda n, *_, **__: fixed[n],
+                     image_shape, num_classes)
+
+
+# ---- one system, in its own process -----------------------------------------------------
+
+def run_system(name: str, data_dir: Path, size: int, budget: float, work: Path, weights_dir: str | None) -> None:
+    import numpy as np
+
+    data = load(data_dir, size)
+    x, y = np.asarray(data.x_train), np.asarray(data.y_train)
+    val = (np.asarray(data.x_val), np.asarray(data.y_val))
+    log = work / f"{name}.jsonl"
+    start = time.time()
+    (work / f"{name}.start").write_text(str(start))
+    shape, classes = data.image_shape, data.num_classes
+    if name in ("ours", "finetune"):
+        from search.cli import main
+
+        argv = ["search", "--dataset", "tinyimagenet", "--image-size", str(size), "--budget", str(budget),
+                "--runs-dir", str(work / f"{name}-runs"), "--data-dir", str(data_dir)]
+        if name == "finetune":
+            argv += ["--space", "finetune", "--backbones", "mobilenet", "--weights-dir", weights_dir]
+        code = main(argv)
+        _log_from_mlflow(work / f"{name}-runs", start, log)
+        sys.exit(code)
+    if name == "fixed":
+        fixed_cnn(shape, classes).fit(x, y, batch_size=64, epochs=PLAIN_EPOCHS, validation_data=val, verbose=2,
+                                      callbacks=[epoch_logger(log, start)])
+    elif name == "kerastuner":
+        import keras_tuner
+
+        tuner = keras_tuner.Hyperband(
+            lambda hp: plain_cnn(hp.Int, hp.Choice, hp.Float, shape, classes), objective="val_accuracy",
+            max_epochs=PLAIN_EPOCHS, factor=3, directory=str(work / "kt"), project_name="race", overwrite=True)
+        tuner.search(x, y, validation_data=val, callbacks=[epoch_logger(log, start)], verbose=2)
+    elif name == "autokeras":
+        import autokeras as ak
+
+        classifier = ak.ImageClassifier(directory=str(work / "ak"), overwrite=True)
+        classifier.fit(x, y, validation_data=val, callbacks=[epoch_logger(log, start)], verbose=2)
+    elif name == "random":
+        import optuna
+
+        callback = epoch_logger(log, start)
+
+        def objective(trial):
+            model = plain_cnn(trial.suggest_int, trial.suggest_categorical, trial.suggest_float, shape, classes)
+            history = model.fit(x, y, batch_size=64, epochs=PLAIN_EPOCHS, validation_data=val, verbose=2,
+                                callbacks=[callback])
+            return max(history.history["val_accuracy"])
+
+        optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler()).optimize(
+            objective, timeout=budget)
+
+
+def _log_from_mlflow(runs: Path, start: float, log: Path) -> None:
+    """Our search's epochs, from its MLflow trial runs (each epoch's val_accuracy has its time)."""
+    from mlflow.tracking import MlflowClient
+
+    from search.tracking import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(runs / "mlflow.db"))
+    points = []
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id], "tags.optuna.trial != ''"):
+            for metric in client.get_metric_history(run.info.run_id, "val_accuracy"):
+                points.append({"t": metric.timestamp / 1000 - start, "val_accuracy": metric.value})
+    with log.open("w") as f:
+        for point in sorted(points, key=lambda p: p["t"]):
+            f.write(json.dumps(point) + "\n")
+
+
+# ---- the race ---------------------------------------------------------------------------
+
+def best_so_far(points: list[dict], at: float) -> float | None:
+    values = [p["val_accuracy"] for p in points if p["t"] <= at]
+    return max(values) if values else None
+
+
+def race(args) -> None:
+    work = Path(args.out or tempfile.mkdtemp(prefix="race-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir_for(Path(args.data), work)
+    started = time.perf_counter()
+    data = load(data_dir, args.image_size)  # prepared once, before any system's clock starts
+    print(f"{data.name} at {args.image_size} px: {data.num_classes} classes, train {len(data.y_train)} / "
+          f"val {len(data.y_val)}, prepared in {time.perf_counter() - started:.0f} s; budget {args.budget:g} s "
+          f"per system; {os.cpu_count()} cores; work folder {work}", flush=True)
+    systems = [s for s in args.systems.split(",") if s]
+    if args.weights_dir and "finetune" not in systems:
+        systems.append("finetune")
+    results = {}
+    for name in systems:
+        (work / f"{name}.jsonl").unlink(missing_ok=True)
+        command = [sys.executable, __file__, "--run-system", name, "--data", str(data_dir), "--image-size",
+                   str(args.image_size), "--budget", str(args.budget), "--out", str(work)]
+        if args.weights_dir:
+            command += ["--weights-dir", str(Path(args.weights_dir).resolve())]
+        ours = name in ("ours", "finetune")
+        began = time.perf_counter()
+        with (work / f"{name}.log").open("w") as out:
+            process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            # Peers end at the budget (after their imports and data loading); ours ends itself.
+            limit = args.budget + (args.budget if ours else 30)
+            try:
+                process.wait(timeout=limit + 60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log = work / f"{name}.jsonl"
+        points = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+        results[name] = {"points": points, "wall_s": time.perf_counter() - began, "exit": process.returncode}
+        marks = ", ".join(f"{m} s: {_pct(best_so_far(points, m))}" for m in (*MARKS, args.budget))
+        print(f"{name:<11} {len(points)} epochs; best so far {marks}", flush=True)
+    (work / "race.json").write_text(json.dumps({"budget": args.budget, "image_size": args.image_size,
+                                                "results": results}, indent=1))
+    _table(results, args.budget, args.image_size, work)
+    _plot(results, args.budget, work / "race.png")
+    print(f"\nplot: {work / 'race.png'}")
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _table(results: dict, budget: float, size: int, work: Path) -> None:
+    marks = [m for m in MARKS if m <= budget] + ([budget] if budget not in MARKS else [])
+    print(f"\nbest validation accuracy so far ({size} px, budget {budget:g} s):\n")
+    print("| system | " + " | ".join(f"{m:g} s" for m in marks) + " | epochs finished |")
+    print("|---|" + "---|" * (len(marks) + 1))
+    for name, result in results.items():
+        cells = [_pct(best_so_far(result["points"], m)) for m in marks]
+        print(f"| {name} | " + " | ".join(cells) + f" | {len(result['points'])} |")
+    for name in ("ours", "finetune"):
+        evaluation = next((work / f"{name}-runs" / "exports").glob("*/evaluation.json"), None) \
+            if (work / f"{name}-runs" / "exports").is_dir() else None
+        if evaluation:
+            top1 = json.loads(evaluation.read_text())["top1"]
+            print(f"\n{name}: exported and evaluated, test top1 {100 * top1:.1f}%, process wall time "
+                  f"{results[name]['wall_s']:.0f} s (the budget, then export and evaluation)")
+
+
+def _plot(results: dict, budget: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, result in results.items():
+        points = sorted(result["points"], key=lambda p: p["t"])
+        times, best, so_far = [], [], 0.0
+        for point in points:
+            if point["t"] > budget:
+                break
+            so_far = max(so_far, point["val_accuracy"])
+            times.append(point["t"])
+            best.append(so_far)
+        if times:
+            ax.step([*times, budget], [*best, best[-1]], where="post", label=name, linewidth=2 if name == "ours" else 1)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("best validation accuracy so far")
+    ax.set_xlim(0, budget)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="DATA_DIR with tiny-imagenet-200(.zip), or the zip or folder")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--budget", type=float, default=600)
+    parser.add_argument("--systems", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)}")
+    parser.add_argument("--weights-dir", help="adds the finetune row: SPACE=finetune on these Keras weights")
+    parser.add_argument("--out", help="work folder (default: a new temporary one)")
+    parser.add_argument("--run-system", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_system:
+        run_system(args.run_system, Path(args.data), args.image_size, args.budget, Path(args.out), args.weights_dir)
+    else:
+        race(args)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()

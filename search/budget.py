@@ -1,0 +1,85 @@
+"""BUDGET: the seconds a search may train for, and what every trial does to keep within them.
+
+The clock starts once the data is loaded (preparing a dataset the first time is not
+counted). No trial starts after the deadline; a trial plans its epochs to end before it
+(``EpochPlan.fit_to``, from its first batches) and, should it still be running at the
+deadline, stops at the end of that epoch and keeps the best value it reached.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import optuna
+
+from search.records import EPOCH_SECONDS_ATTR
+
+# A trial that can train less than this share of its planned epochs before the deadline
+# is skipped (pruned): a much shorter schedule seldom beats what the search already has.
+MIN_EPOCH_SHARE = 1 / 3
+# Projected epochs are stretched by this much for validation and the callbacks' own work.
+EPOCH_MARGIN = 1.1
+
+
+class Budget:
+    """``seconds`` from now (None: no deadline). A study callback too: it stops the search
+    once the time left is less than the shortest trial the study has seen would need."""
+
+    def __init__(self, seconds: float | None, epochs: int, clock=time.monotonic):
+        self.clock, self.seconds, self.epochs = clock, seconds, epochs
+        self.deadline = None if seconds is None else clock() + seconds
+        self.ended = False  # set once it stopped the search
+
+    def left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - self.clock()
+
+    @property
+    def expired(self) -> bool:
+        return self.deadline is not None and self.clock() >= self.deadline
+
+    def least_trial_seconds(self, study: optuna.Study) -> float | None:
+        """The time the fastest complete trial's epochs would need for the shortest worthwhile run."""
+        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        seconds = [t.user_attrs[EPOCH_SECONDS_ATTR] for t in complete if EPOCH_SECONDS_ATTR in t.user_attrs]
+        if not seconds:
+            return None
+        return min(seconds) * EPOCH_MARGIN * math.ceil(MIN_EPOCH_SHARE * self.epochs)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        left, least = self.left(), self.least_trial_seconds(study)
+        if left is not None and (left <= 0 or (least is not None and left < least)):
+            self.ended = True
+            study.stop()
+
+
+@dataclass
+class EpochPlan:
+    """How many epochs a trial trains: ``total`` (EPOCHS at first), cut, never raised, to fit
+    a deadline. ``stopped_at_deadline`` is the epoch (from 1) the deadline stopped it after."""
+
+    total: int
+    deadline: float | None = None
+    clock: object = field(default=time.monotonic, repr=False)
+    stopped_at_deadline: int | None = None
+
+    def fit_to(self, epoch: int, epoch_began: float, seconds_per_epoch: float) -> str | None:
+        """Cut the plan so that epochs ``epoch`` (from 0, begun at ``epoch_began``) onwards end
+        by the deadline at ``seconds_per_epoch``. In the trial's first epoch, returns why the
+        trial is not worth training instead (it would keep less than MIN_EPOCH_SHARE of its
+        epochs); later, what was trained is kept and the plan only shortens. None otherwise."""
+        if self.deadline is None:
+            return None
+        affordable = epoch + int((self.deadline - epoch_began) // (seconds_per_epoch * EPOCH_MARGIN))
+        if affordable >= self.total:
+            return None
+        if epoch == 0 and affordable < max(1, math.ceil(MIN_EPOCH_SHARE * self.total)):
+            left = max(0.0, self.deadline - self.clock())
+            return (f"cannot finish: about {seconds_per_epoch:.0f} s per epoch, {left:.0f} s of the budget left "
+                    f"for {self.total} epochs")
+        self.total = max(epoch + 1, affordable)
+        return None
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and self.clock() >= self.deadline
