@@ -80,11 +80,36 @@ def epoch_logger(log: Path, start: float):
     return EpochLog()
 
 
-def plain_cnn(hp_int, hp_choice, hp_float, image_shape, num_classes):
-    """The plain CNN space the peers search (KerasTuner's and Optuna's names for the same thing)."""
+class Sampled:
+    """The plain CNN space's three kinds of choice, asked of KerasTuner's ``hp`` or an Optuna trial."""
+
+    def __init__(self, hp=None, trial=None, fixed=None):
+        self.hp, self.trial, self.fixed = hp, trial, fixed
+
+    def int(self, name, low, high):
+        if self.fixed is not None:
+            return self.fixed[name]
+        return self.hp.Int(name, low, high) if self.hp else self.trial.suggest_int(name, low, high)
+
+    def choice(self, name, values):
+        if self.fixed is not None:
+            return self.fixed[name]
+        return self.hp.Choice(name, values) if self.hp else self.trial.suggest_categorical(name, values)
+
+    def float(self, name, low, high, log=False):
+        if self.fixed is not None:
+            return self.fixed[name]
+        if self.hp:
+            return self.hp.Float(name, low, high, sampling="log" if log else "linear")
+        return self.trial.suggest_float(name, low, high, log=log)
+
+
+def plain_cnn(sampled: Sampled, image_shape, num_classes):
+    """The plain CNN space the peers search: 1-3 conv blocks (BN, max pool), a dense layer, Adam."""
     import keras
     from keras import layers
 
+    hp_int, hp_choice, hp_float = sampled.int, sampled.choice, sampled.float
     inputs = keras.Input(image_shape, dtype="uint8")
     x = layers.Rescaling(1 / 255)(inputs)
     filters = hp_choice("filters", [16, 32, 64])
@@ -108,8 +133,7 @@ def fixed_cnn(image_shape, num_classes):
     """One plain 3-block CNN: 32/64/128 filters, batch norm, a 128-unit dense layer, Adam 1e-3."""
     fixed = {"filters": 32, "kernel_size": 3, "conv_blocks": 3, "dense_units": 128, "dropout": 0.3,
              "learning_rate": 1e-3}
-    return plain_cnn(lambda n, *_: fixed[n], lambda n, _: fixed[n], lambda n, *_, **__: fixed[n],
-                     image_shape, num_classes)
+    return plain_cnn(Sampled(fixed=fixed), image_shape, num_classes)
 
 
 # ---- one system, in its own process -----------------------------------------------------
@@ -141,7 +165,7 @@ def run_system(name: str, data_dir: Path, size: int, budget: float, work: Path, 
         import keras_tuner
 
         tuner = keras_tuner.Hyperband(
-            lambda hp: plain_cnn(hp.Int, hp.Choice, hp.Float, shape, classes), objective="val_accuracy",
+            lambda hp: plain_cnn(Sampled(hp=hp), shape, classes), objective="val_accuracy",
             max_epochs=PLAIN_EPOCHS, factor=3, directory=str(work / "kt"), project_name="race", overwrite=True)
         tuner.search(x, y, validation_data=val, callbacks=[epoch_logger(log, start)], verbose=2)
     elif name == "autokeras":
@@ -155,7 +179,7 @@ def run_system(name: str, data_dir: Path, size: int, budget: float, work: Path, 
         callback = epoch_logger(log, start)
 
         def objective(trial):
-            model = plain_cnn(trial.suggest_int, trial.suggest_categorical, trial.suggest_float, shape, classes)
+            model = plain_cnn(Sampled(trial=trial), shape, classes)
             history = model.fit(x, y, batch_size=64, epochs=PLAIN_EPOCHS, validation_data=val, verbose=2,
                                 callbacks=[callback])
             return max(history.history["val_accuracy"])
@@ -212,10 +236,11 @@ def race(args) -> None:
         with (work / f"{name}.log").open("w") as out:
             process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                        start_new_session=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-            # Peers end at the budget (after their imports and data loading); ours ends itself.
-            limit = args.budget + (args.budget if ours else 30)
+            # A peer's clock starts after its imports and data loading (up to ~30 s here), and it
+            # is stopped past the budget; ours ends itself, then exports and evaluates.
+            limit = 2 * args.budget + 120 if ours else args.budget + 45
             try:
-                process.wait(timeout=limit + 60)
+                process.wait(timeout=limit)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

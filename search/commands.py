@@ -162,6 +162,10 @@ def search(args: argparse.Namespace) -> int:
             print(f"note: {line}; the other workers finished the study", flush=True)
     else:
         _add_trials(ctx, args, study, data, trials, tracker, budget)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if budget.seconds is not None and not complete:
+        raise UserError(f"no trial completed within the {budget.seconds:g} s budget (the trial lines above say why); "
+                        "give a larger BUDGET, and run the same command to resume the study")
     after = time.monotonic()
     model_path = _export(ctx, study, tracker, data, BestCheckpoint(ctx.layout.checkpoints(ctx.study_name)))
     result = _evaluate(ctx, tracker, data)

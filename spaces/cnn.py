@@ -61,20 +61,16 @@ class CNNSpace(SearchSpace):
         return min(self.max_blocks, max(1, int(math.log2(min(image_shape[:2]))) - 1))
 
     def initial_params(self, image_shape) -> list[dict]:
-        """The starting portfolio, in the order it is queued (measured: README)."""
+        """The starting portfolio, queued in this order: the configurations that did best per
+        second on the Tiny ImageNet sample (README, "How the defaults were chosen")."""
         stages = min(3, self._block_cap(image_shape))
-        common = {"aug_flip": True, "aug_translation": 0.125, "conv_blocks": stages, "block_dropout": 0.0,
-                  "activation": "relu", "head_dropout": 0.2, "label_smoothing": 0.1}
+        recipe = {"aug_flip": True, "aug_translation": 0.125, "conv_blocks": stages, "convs_per_block": 1,
+                  "block_dropout": 0.0, "activation": "relu", "head_dropout": 0.2, "optimizer": "sgd",
+                  "sgd_learning_rate": 0.1, "sgd_weight_decay": 5e-4, "label_smoothing": 0.1, "batch_size": 128}
         return [
-            # A ResNet-9-style net, narrow: the strong model that finishes first.
-            {**common, "family": "residual", "filters": 24, "convs_per_block": 1, "optimizer": "sgd",
-             "sgd_learning_rate": 0.1, "sgd_weight_decay": 5e-4, "batch_size": 128},
-            # The same, twice as wide: slower, better given the time.
-            {**common, "family": "residual", "filters": 48, "convs_per_block": 1, "optimizer": "sgd",
-             "sgd_learning_rate": 0.1, "sgd_weight_decay": 5e-4, "batch_size": 128},
-            # A plain VGG-style net with AdamW: a different family and optimizer for the sampler.
-            {**common, "family": "plain", "filters": 32, "convs_per_block": 2, "optimizer": "adamw",
-             "adamw_learning_rate": 2e-3, "adamw_weight_decay": 0.02, "batch_size": 128},
+            {**recipe, "family": "plain", "filters": 32},  # the strongest per second: done first
+            {**recipe, "family": "plain", "filters": 48},  # wider: slower, better with the time
+            {**recipe, "family": "residual", "filters": 16},  # the other family, for the sampler
         ]
 
     def build(self, trial, image_shape, num_classes) -> Candidate:
