@@ -20,6 +20,7 @@ VARIANTS = {
     "plain32-sgd-10ep": (0, {}, 10),
     "plain32-adamw-10ep": (0, {"optimizer": "adamw", "adamw_learning_rate": 2e-3, "adamw_weight_decay": 0.02}, 10),
     "plain48-sgd": (1, {}, 15),
+    "residual16-sgd-10ep": (2, {}, 10),
     "residual16-sgd": (2, {}, 15),
     "residual24-sgd-10ep": (2, {"filters": 24}, 10),
     "plain32x2-adamw-10ep": (0, {"convs_per_block": 2, "optimizer": "adamw", "adamw_learning_rate": 2e-3,
