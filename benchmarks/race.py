@@ -18,7 +18,7 @@ and 600 s (and at the budget); ``race.png`` plots best so far against time. Peer
 stopped at the budget; our search stops itself, then exports and evaluates (its extra time
 is printed, not raced).
 
-  .venv/bin/python benchmarks/race.py --data DIR [--image-size 32] [--budget 600] [--weights-dir W]
+  .venv/bin/python benchmarks/race.py --data-dir DIR [--image-size 32] [--budget 600] [--weights-dir W]
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def race(args) -> None:
     results = {}
     for name in systems:
         (work / f"{name}.jsonl").unlink(missing_ok=True)
-        command = [sys.executable, __file__, "--run-system", name, "--data", str(data_dir), "--image-size",
+        command = [sys.executable, __file__, "--run-system", name, "--data-dir", str(data_dir), "--image-size",
                    str(args.image_size), "--budget", str(args.budget), "--out", str(work)]
         if args.weights_dir:
             command += ["--weights-dir", str(Path(args.weights_dir).resolve())]
@@ -263,11 +263,12 @@ def _pct(value) -> str:
 def _table(results: dict, budget: float, size: int, work: Path) -> None:
     marks = [m for m in MARKS if m <= budget] + ([budget] if budget not in MARKS else [])
     print(f"\nbest validation accuracy so far ({size} px, budget {budget:g} s):\n")
-    print("| system | " + " | ".join(f"{m:g} s" for m in marks) + " | epochs finished |")
+    print("| system | " + " | ".join(f"{m:g} s" for m in marks) + " | epochs finished in the budget |")
     print("|---|" + "---|" * (len(marks) + 1))
     for name, result in results.items():
         cells = [_pct(best_so_far(result["points"], m)) for m in marks]
-        print(f"| {name} | " + " | ".join(cells) + f" | {len(result['points'])} |")
+        in_budget = sum(point["t"] <= budget for point in result["points"])
+        print(f"| {name} | " + " | ".join(cells) + f" | {in_budget} |")
     for name in ("ours", "finetune"):
         evaluation = next((work / f"{name}-runs" / "exports").glob("*/evaluation.json"), None) \
             if (work / f"{name}-runs" / "exports").is_dir() else None
@@ -307,7 +308,8 @@ def _plot(results: dict, budget: float, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="DATA_DIR with tiny-imagenet-200(.zip), or the zip or folder")
+    parser.add_argument("--data-dir", "--data", dest="data", required=True,
+                        help="DATA_DIR with tiny-imagenet-200(.zip), or the zip or folder itself")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--budget", type=float, default=600)
     parser.add_argument("--systems", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)}")
