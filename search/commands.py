@@ -157,7 +157,8 @@ def search(args: argparse.Namespace) -> int:
     if (args.workers or 1) > 1:
         failed = run_local_workers(args.workers, ctx.study_name, ctx.storage_url, worker_argv(args))
         if failed and not _reached(study, trials):
-            raise UserError(f"{'; '.join(failed)}; {finished_count(study)}/{trials} trials finished")
+            target = f"/{trials}" if trials is not None else ""
+            raise UserError(f"{'; '.join(failed)}; {finished_count(study)}{target} trials finished")
         for line in failed:
             print(f"note: {line}; the other workers finished the study", flush=True)
     else:
@@ -189,7 +190,7 @@ def _reached(study: optuna.Study, trials: int | None) -> bool:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Join an existing study and add trials until it has TRIALS finished ones (or TIMEOUT)."""
+    """Join an existing study and add trials until it has TRIALS finished ones or BUDGET runs out."""
     trials = _trial_target(args)
     ctx = _context(args, creating=False)
     for note in ctx.space.check_ready():  # this machine may lack what the study's machine had
