@@ -23,6 +23,12 @@ MIN_EPOCH_SHARE = 1 / 3
 EPOCH_MARGIN = 1.1
 
 
+def complete_epoch_seconds(study: optuna.Study) -> list[float]:
+    """The projected epoch seconds of the study's complete trials (those that recorded one)."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [t.user_attrs[EPOCH_SECONDS_ATTR] for t in complete if EPOCH_SECONDS_ATTR in t.user_attrs]
+
+
 class Budget:
     """``seconds`` from now (None: no deadline). A study callback too: it stops the search
     once the time left is less than the shortest trial the study has seen would need."""
@@ -41,8 +47,7 @@ class Budget:
 
     def least_trial_seconds(self, study: optuna.Study) -> float | None:
         """The time the fastest complete trial's epochs would need for the shortest worthwhile run."""
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        seconds = [t.user_attrs[EPOCH_SECONDS_ATTR] for t in complete if EPOCH_SECONDS_ATTR in t.user_attrs]
+        seconds = complete_epoch_seconds(study)
         if not seconds:
             return None
         return min(seconds) * EPOCH_MARGIN * math.ceil(MIN_EPOCH_SHARE * self.epochs)

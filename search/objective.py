@@ -15,7 +15,7 @@ from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.target import claim
 from search.tracking import FAIL_REASON_ATTR, PRUNE_REASON_ATTR, Tracker
-from search.budget import EpochPlan
+from search.budget import EpochPlan, complete_epoch_seconds
 from search.records import DEADLINE_ATTR, EPOCH_SECONDS_ATTR, PLANNED_EPOCHS_ATTR
 from search.training import EpochTimer, plan_epochs, train
 from spaces import SearchSpace
@@ -118,8 +118,7 @@ class Objective:
             return None, ""
         if self.max_epoch_seconds is not None:
             return self.max_epoch_seconds, f"MAX_EPOCH_SECONDS={self.max_epoch_seconds:g}"
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        seconds = [t.user_attrs[EPOCH_SECONDS_ATTR] for t in complete if EPOCH_SECONDS_ATTR in t.user_attrs]
+        seconds = complete_epoch_seconds(study)
         if not seconds:
             return None, ""
         median = statistics.median(seconds)

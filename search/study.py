@@ -41,9 +41,10 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     """Pruners act on the per-epoch validation accuracy; a step is one epoch.
 
-    Hyperband's first rung is at a third of the epochs: before that a trial is still in its
+    Hyperband's first rung is after a third of the epochs: before that a trial is still in its
     learning-rate warmup, and the measured curves cross (README, "How the defaults were
-    chosen"). With 15 epochs that is two brackets, rungs at 5 and 15 epochs.
+    chosen"). With 15 epochs that is two brackets; the first judges a trial at step 5
+    (steps count epochs from 0).
     """
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 3), max_resource=epochs)
