@@ -12,10 +12,10 @@ MLFLOW_PORT ?= 5000
 export DATASET SPACE TRIALS EPOCHS BUDGET TIMEOUT MAX_EPOCH_SECONDS IMAGE_SIZE STORAGE STUDY RUNS_DIR DATA_DIR \
        SAMPLER PRUNER SEED LABELS FOLDER MLFLOW_TRACKING_URI TRIALS_PER_PROCESS \
        MAX_BLOCKS BACKBONES WEIGHTS WEIGHTS_DIR MAX_MODEL_SIZE PRETRAINED WORKERS HEARTBEAT DB_RETRY \
-       HOST DASHBOARD_PORT MLFLOW_PORT
+       HOST DASHBOARD_PORT MLFLOW_PORT REPORT
 
 
-.PHONY: install search worker export evaluate dashboard mlflow test bench clean
+.PHONY: install search worker export evaluate report dashboard mlflow test bench clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ export: install
 
 evaluate: install
 	$(BIN)/python -m search evaluate
+
+report: install
+	$(BIN)/python -m search report
 
 # Database URLs reach the dashboards through the environment, not a command line `ps` shows.
 dashboard: install

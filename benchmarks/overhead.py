@@ -28,9 +28,9 @@ from search.checkpoints import BestCheckpoint
 from search.datasets import DatasetSpec
 from search.objective import Objective
 from search.study import open_study
-from search.tracking import Tracker, default_tracking_uri
+from search.tracking import Tracker
 from spaces import get_space
-from storage import default_storage_url, open_storage
+from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tiny-imagenet-sample.zip"
@@ -46,7 +46,7 @@ def ours(root: Path, data, space_name: str, n_trials: int, params: dict | None, 
     storage = open_storage(default_storage_url(root / "optuna.db"))
     settings = {**SETTINGS, "space": space_name}
     study = open_study(storage, "bench", settings, exists=False)
-    tracker = Tracker(default_tracking_uri(root / "mlflow.db"), study, settings, root / "artifacts")
+    tracker = Tracker(local_tracking_uri(RunsLayout(root)), study, settings, root / "artifacts")
     checkpoint = BestCheckpoint(root / "checkpoints")
     objective = Objective(get_space(space_name), data, settings["epochs"], tracker, checkpoint, fixed=settings, seed=0)
     for _ in range(n_trials if params else 0):

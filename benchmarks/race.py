@@ -191,9 +191,9 @@ def _log_from_mlflow(runs: Path, start: float, log: Path) -> None:
     """Our search's epochs, from its MLflow trial runs (each epoch's val_accuracy has its time)."""
     from mlflow.tracking import MlflowClient
 
-    from search.tracking import default_tracking_uri
+    from storage import RunsLayout, local_tracking_uri
 
-    client = MlflowClient(default_tracking_uri(runs / "mlflow.db"))
+    client = MlflowClient(local_tracking_uri(RunsLayout(runs)))
     points = []
     for experiment in client.search_experiments():
         for run in client.search_runs([experiment.experiment_id], "tags.optuna.trial != ''"):

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 import keras
 import optuna
 
 from search.errors import UserError
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The study's best complete trial (highest value), None before any completes.
+
+    Among equal values it is the one that completed first: that is the trial whose model
+    ``BestCheckpoint`` keeps. Optuna's ``study.best_trial`` leaves ties to the database's
+    row order, so a later trial with an equal value could name a trial with no model.
+    """
+    return best_of(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def best_of(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """``best_trial`` among ``trials`` (those not complete are left out)."""
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return None
+    return min(complete, key=lambda t: (-t.value, t.datetime_complete or datetime.max, t.number))
 
 
 class BestCheckpoint:
@@ -28,11 +47,9 @@ class BestCheckpoint:
 
     def offer(self, study: optuna.Study, trial_number: int, value: float, model: keras.Model) -> bool:
         """Save ``model`` if ``value`` beats the best complete trial; return whether it did."""
-        try:
-            if value <= study.best_value:
-                return False
-        except ValueError:
-            pass  # no complete trial yet
+        best = best_trial(study)
+        if best is not None and value <= best.value:
+            return False
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".trial-{trial_number}.tmp.keras"
         model.save(tmp)
@@ -41,7 +58,7 @@ class BestCheckpoint:
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Study callback: once ``trial`` is the recorded best, drop every other checkpoint."""
-        if trial.state != optuna.trial.TrialState.COMPLETE or study.best_trial.number != trial.number:
+        if trial.state != optuna.trial.TrialState.COMPLETE or best_trial(study).number != trial.number:
             return
         for other in study.get_trials(deepcopy=False):
             if other.number != trial.number and other.state.is_finished():
@@ -49,10 +66,9 @@ class BestCheckpoint:
 
     def best(self, study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
         """The best complete trial and its model file; UserError when there is none."""
-        try:
-            best = study.best_trial
-        except ValueError:
-            raise UserError(f"study {study.study_name!r} has no complete trial yet; run the search first") from None
+        best = best_trial(study)
+        if best is None:
+            raise UserError(f"study {study.study_name!r} has no complete trial yet; run the search first")
         path = self.path(best.number)
         if not path.is_file():
             raise UserError(

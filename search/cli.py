@@ -1,4 +1,4 @@
-"""``python -m search [search|worker|export|evaluate]``: every setting is a flag or an environment variable.
+"""``python -m search [search|worker|export|evaluate|report]``: every setting is a flag or an environment variable.
 
 Each flag ``--image-size`` also reads ``IMAGE_SIZE`` from the environment (the Makefile
 exports its variables); a flag wins over the variable. Bad input ends with one line on
@@ -17,7 +17,7 @@ from search import signals
 from search.signals import Terminated
 from search.recycle import RestartProcess
 
-COMMANDS = ("search", "worker", "export", "evaluate")
+COMMANDS = ("search", "worker", "export", "evaluate", "report")
 # flag name -> (type, help); the environment variable is the upper-case name.
 OPTIONS = {
     "dataset": (str, "tinyimagenet, cifar10, cifar100, mnist, fashion_mnist, digits or folder"),
@@ -51,6 +51,7 @@ OPTIONS = {
     "heartbeat": (int, "seconds between a running trial's heartbeats; one silent for 3 is retried (default 10)"),
     "db_retry": (float, "seconds to keep retrying a study database that cannot be reached before stopping "
                         "(default 60)"),
+    "report": (str, "report: the HTML file to write (default RUNS_DIR/report.html)"),
     "trials_per_process": (int, "continue in a fresh process after this many trials (default 25, 0: never)"),
 }
 

@@ -1,4 +1,4 @@
-"""What each CLI command does: search (then export and evaluate), export, evaluate."""
+"""What each CLI command does: search (then export and evaluate), export, evaluate, report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import optuna
 
 from search import signals
 from search.budget import Budget
-from search.checkpoints import BestCheckpoint
+from search.checkpoints import BestCheckpoint, best_trial
 from search.datasets import Dataset, DatasetSpec
 from search.errors import UserError
 from search.evaluate import evaluate_model
@@ -22,10 +22,10 @@ from search.progress import Progress
 from search.recycle import RestartProcess, TrialBudget
 from search.study import DEFAULTS, SPACE_OPTIONS, STUDY_KEYS, open_study, resolve_settings, resolve_space
 from search.target import StopAtTarget, finished_count, live_running
-from search.tracking import Tracker, default_tracking_uri
+from search.tracking import Tracker
 from search.workers import run_local_workers, worker_argv
 from spaces import SPACES, SearchSpace, space_options
-from storage import RunsLayout, default_storage_url, mask_url, open_storage
+from storage import RunsLayout, default_storage_url, local_tracking_uri, mask_url, open_storage
 from storage.optuna_storage import DEFAULT_DB_RETRY_S
 from storage.reconnect import DatabaseLost
 
@@ -105,7 +105,7 @@ def _context(args: argparse.Namespace, creating: bool) -> Context:
     given_options = {name: getattr(args, name) for name in option_names if getattr(args, name, None) is not None}
     space = resolve_space(settings, given_options, exists, study_name)
     space.check_image_size((spec.size, spec.size, 3), settings["space"])
-    tracking_uri = args.mlflow_tracking_uri or default_tracking_uri(layout.mlflow_db)
+    tracking_uri = args.mlflow_tracking_uri or local_tracking_uri(layout)
     return Context(layout, storage_url, storage, study_name, settings, exists, spec, space,
                    Path(args.data_dir or "data"), tracking_uri)
 
@@ -170,7 +170,7 @@ def search(args: argparse.Namespace) -> int:
     after = time.monotonic()
     model_path = _export(ctx, study, tracker, data, BestCheckpoint(ctx.layout.checkpoints(ctx.study_name)))
     result = _evaluate(ctx, tracker, data)
-    best = study.best_trial
+    best = best_trial(study)
     print(f"\nbest trial {best.number}: val_accuracy {best.value:.4f}")
     for key, value in best.params.items():
         print(f"  {key} = {value}")
@@ -232,7 +232,7 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
                           fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=args.max_epoch_seconds,
                           target=trials, deadline=budget.deadline)
     callbacks = [*([StopAtTarget(trials)] if trials is not None else []), budget, checkpoint.after_trial,
-                 lambda _, trial: tracker.log_best(trial), progress, recycle, signals.after_trial]
+                 tracker.after_trial, progress, recycle, signals.after_trial]
 
     def time_left() -> bool:
         return not budget.ended and (budget.left() is None or budget.left() > 0)
@@ -292,7 +292,8 @@ def export(args: argparse.Namespace) -> int:
     ctx = _context(args, creating=False)
     study = ctx.open_study()
     path = _export(ctx, study, ctx.tracker(study), ctx.load_data(), BestCheckpoint(ctx.layout.checkpoints(ctx.study_name)))
-    print(f"exported trial {study.best_trial.number} (val_accuracy {study.best_value:.4f}) to {path}")
+    best = best_trial(study)
+    print(f"exported trial {best.number} (val_accuracy {best.value:.4f}) to {path}")
     return 0
 
 
@@ -303,4 +304,19 @@ def evaluate(args: argparse.Namespace) -> int:
     result = _evaluate(ctx, ctx.tracker(study), ctx.load_data())
     summary = ", ".join(f"{k} {result[k]:.4f}" for k in ("top1", "top5", "loss") if k in result)
     print(f"{ctx.layout.exports(ctx.study_name) / 'evaluation.json'}: {summary}, n_test {result['n_test']}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """Write one HTML file on every study in the study database and its MLflow runs."""
+    from search.report import write_report
+
+    layout = RunsLayout(Path(args.runs_dir or "runs"))
+    storage_url = args.storage or default_storage_url(layout.study_db)
+    if not args.storage and not layout.study_db.is_file():
+        raise UserError(f"no study database at {layout.study_db}; run a search first or set RUNS_DIR or STORAGE")
+    tracking_uri = args.mlflow_tracking_uri or (local_tracking_uri(layout) if layout.mlflow_db.is_file() else None)
+    out = Path(args.report) if args.report else layout.root / "report.html"
+    count = write_report(open_storage(storage_url), tracking_uri, out, mask_url(storage_url))
+    print(f"report of {count} studies: {out}")
     return 0

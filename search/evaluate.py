@@ -49,8 +49,10 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path) ->
         ax.set_xticks(range(n), class_names, rotation=90)
         ax.set_yticks(range(n), class_names)
     if n <= 20:
+        dark = confusion.max() / 2  # white numbers on the darker cells
         for (i, j), count in np.ndenumerate(confusion):
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8)
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if count > dark else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.tight_layout()

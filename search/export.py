@@ -15,7 +15,7 @@ import optuna
 
 from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
-from search.tracking import Tracker
+from search.tracking import Tracker, best_step
 from spaces import load_model
 
 MODEL_FILE = "model.keras"
@@ -28,7 +28,10 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
 
     Also writes ``model.json`` (trial, value, params, class names, input shape, study
     settings), so the file can be used without the study. The registered model is named
-    after the study; each export is a new version.
+    after the study; each export is a new version, logged into the trial's own run (at its
+    best epoch's step, so the version shows that epoch's metrics and the trial's params)
+    and described with the trial's number and value. The ``best`` tag is checked to be on
+    that run alone.
     """
     best, source = checkpoint.best(study)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,9 +49,11 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
     # Naming the requirements skips MLflow's import-tracing inference (~10 s a call).
     backend = keras.backend.backend()  # the distribution is named like the backend
     requirements = [f"keras=={version('keras')}", f"{backend}=={version(backend)}"]
-    mlflow.set_tracking_uri(tracker.tracking_uri)
-    with mlflow.start_run(run_id=tracker.parent_run_id):
-        mlflow.log_artifact(str(out_dir / INFO_FILE), artifact_path="export")
-        mlflow.keras.log_model(model, name="model", registered_model_name=study.study_name,
-                               signature=signature, pip_requirements=requirements)
+    tracker.log_to_parent({}, [out_dir / INFO_FILE], artifact_path="export")
+    with tracker.active_run_of(best):
+        logged = mlflow.keras.log_model(model, name="model", registered_model_name=study.study_name,
+                                        signature=signature, pip_requirements=requirements,
+                                        step=best_step(list(best.intermediate_values.items()), best.value))
+    tracker.describe_version(study.study_name, str(logged.registered_model_version), best)
+    tracker.mark_best(best, check_all=True)
     return target

@@ -8,10 +8,9 @@ again and also ends the dead worker's MLflow run as failed, which Optuna cannot 
 from __future__ import annotations
 
 import optuna
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from search.tracking import RUN_ID_ATTR
+from search.tracking import RUN_ID_ATTR, end_run
 
 STALE_REASON = "its worker stopped sending heartbeats (killed or lost); the trial was queued again"
 
@@ -26,7 +25,5 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
-            self.client.set_tag(run_id, "optuna.state", "FAIL")
-            self.client.set_tag(run_id, "failure_reason", STALE_REASON)
-            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            end_run(self.client, run_id, trial.number, "FAIL", STALE_REASON)
         super().__call__(study, trial)

@@ -85,8 +85,7 @@ class Objective:
                 run.set_tag(DEADLINE_ATTR, str(plan.stopped_at_deadline))
             if candidate.fit is not None:  # the space's library built the model while fitting
                 run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
-            if self.checkpoint.offer(trial.study, trial.number, value, candidate.model):
-                run.set_tag("best_so_far", "true")
+            self.checkpoint.offer(trial.study, trial.number, value, candidate.model)
             signals.raise_pending()
         except optuna.TrialPruned as exc:
             reason = str(exc) or None
@@ -95,12 +94,12 @@ class Objective:
                 trial.set_user_attr(PRUNE_REASON_ATTR, reason)
             raise
         except BaseException as exc:  # the MLflow run first: the study database may be what failed
-            reason = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+            reason = (f"{type(exc).__name__}: {exc}" if str(exc).strip() else type(exc).__name__).splitlines()[0][:500]
             run.finish(trial, "FAIL", reason=reason, traceback=traceback.format_exc())
             trial.set_user_attr(FAIL_REASON_ATTR, reason)
             raise
         else:
-            run.finish(trial, "COMPLETE")
+            run.finish(trial, "COMPLETE", value=value)
             return value
         finally:
             if plan.total < self.epochs:

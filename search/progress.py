@@ -7,6 +7,7 @@ import time
 
 import optuna
 
+from search.checkpoints import best_trial
 from search.target import finished_count
 from search.tracking import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 
@@ -30,10 +31,8 @@ class Progress:
             value = trial.user_attrs.get(PRUNE_REASON_ATTR, "")
         if trial.state == optuna.trial.TrialState.FAIL:
             value = trial.user_attrs.get(FAIL_REASON_ATTR, "")
-        try:
-            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
-        except ValueError:
-            best = "no complete trial yet"
+        top = best_trial(study)
+        best = f"best {top.value:.4f} (trial {top.number})" if top else "no complete trial yet"
         elapsed = time.perf_counter() - self.started
         left = self.budget.left() if self.budget is not None else None
         clock = f"{elapsed:.0f}s" + (f", {max(0.0, left):.0f}s left" if left is not None else "")

@@ -9,32 +9,57 @@ nesting holds across processes and machines.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import time
 from pathlib import Path
+from typing import Iterator
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import mlflow  # noqa: E402
 import optuna  # noqa: E402
 from mlflow.entities import Metric, Param, RunStatus  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+
+from search.checkpoints import best_of  # noqa: E402
+from search.records import OBJECTIVE_METRIC  # noqa: E402
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"
 WORKER_ATTR = "worker"  # host:pid of the process that runs the trial
 FAIL_REASON_ATTR = "fail_reason"  # why a trial failed, one line
 PRUNE_REASON_ATTR = "prune_reason"  # why a trial was pruned
+BEST_RUN_ATTR = "mlflow_best_run_id"  # the run that carries the BEST_TAG
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+BEST_TAG = "best"  # "true" on the study's best trial's run, and on no other run
+STATE_TAG = "optuna.state"
 _STATUS = {"COMPLETE": RunStatus.FINISHED, "PRUNED": RunStatus.KILLED, "FAIL": RunStatus.FAILED}
+_STATE_WORDS = {"RUNNING": "running", "COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+# Without this tag MLflow 3's UI opens an experiment on its GenAI "traces" view, not on the runs.
+_EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
-def default_tracking_uri(mlflow_db: Path) -> str:
-    return f"sqlite:///{mlflow_db.resolve()}"
+def run_name(trial_number: int, state: str) -> str:
+    """A trial run's name, which says its state: MLflow's run list shows pruned and failed
+    runs with much the same icon."""
+    return f"trial-{trial_number} {_STATE_WORDS[state]}"
+
+
+def end_run(client: MlflowClient, run_id: str, trial_number: int, state: str, reason: str | None = None) -> None:
+    """Give a trial's run its final state: name, ``optuna.state`` tag, why (pruned or failed), status."""
+    client.update_run(run_id, name=run_name(trial_number, state))
+    client.set_tag(run_id, STATE_TAG, state)
+    if reason:
+        client.set_tag(run_id, "prune_reason" if state == "PRUNED" else "failure_reason", reason[:5000])
+    client.set_terminated(run_id, RunStatus.to_string(_STATUS[state]))
 
 
 class Tracker:
@@ -52,9 +77,12 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(study.study_name)
         if experiment is None:
             location = (artifact_root / study.study_name).resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(study.study_name, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(study.study_name, artifact_location=location,
+                                                               tags=dict([_EXPERIMENT_KIND]))
         else:
             self.experiment_id = experiment.experiment_id
+            if experiment.tags.get(_EXPERIMENT_KIND[0]) != _EXPERIMENT_KIND[1]:
+                self.client.set_experiment_tag(self.experiment_id, *_EXPERIMENT_KIND)
         self.parent_run_id = self._parent_run()
 
     def _parent_run(self) -> str:
@@ -78,7 +106,7 @@ class Tracker:
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{trial.number}",
+            run_name=run_name(trial.number, "RUNNING"),
             tags={
                 "mlflow.parentRunId": self.parent_run_id,
                 "optuna.study": self.study.study_name,
@@ -90,18 +118,65 @@ class Tracker:
         trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
         return TrialRun(self.client, run.info.run_id, fixed)
 
-    def log_best(self, trial: optuna.trial.FrozenTrial) -> None:
-        """Record the study's best value so far on the parent run, one step per trial."""
-        try:
-            best = self.study.best_value
-        except ValueError:
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Study callback: the best value so far on the parent run (``best_val_accuracy``, its
+        step the number of finished trials, so the latest value is the study's best), and the
+        ``best`` tag moved to the best trial's run."""
+        finished = study.get_trials(deepcopy=False, states=_FINISHED)
+        best = best_of(finished)
+        if best is None:
             return
-        self.client.log_metric(self.parent_run_id, "best_val_accuracy", best, step=trial.number)
+        self.client.log_metric(self.parent_run_id, "best_val_accuracy", best.value, step=len(finished))
+        self.mark_best(best)
 
-    def log_to_parent(self, metrics: dict[str, float], files: list[Path]) -> None:
-        self.client.log_batch(self.parent_run_id, metrics=[Metric(k, float(v), _now(), 0) for k, v in metrics.items()])
+    def mark_best(self, best: optuna.trial.FrozenTrial, check_all: bool = False) -> None:
+        """Put the ``best`` tag on ``best``'s run and take it off every other run of the study.
+
+        Only when the best trial changed, unless ``check_all``: then also any marker that two
+        workers moving it at once left behind is cleared.
+        """
+        run_id = best.user_attrs.get(RUN_ID_ATTR)
+        if run_id is None or (run_id == self.study.user_attrs.get(BEST_RUN_ATTR) and not check_all):
+            return
+        marked = self.client.search_runs([self.experiment_id], filter_string=f"tags.{BEST_TAG} = 'true'")
+        for run in marked:
+            if run.info.run_id != run_id:
+                self.client.delete_tag(run.info.run_id, BEST_TAG)
+        self.client.set_tag(run_id, BEST_TAG, "true")
+        self.study.set_user_attr(BEST_RUN_ATTR, run_id)
+
+    def log_to_parent(self, metrics: dict[str, float], files: list[Path], artifact_path: str = "evaluation") -> None:
+        if metrics:
+            self.client.log_batch(self.parent_run_id,
+                                  metrics=[Metric(k, float(v), _now(), 0) for k, v in metrics.items()])
         for path in files:
-            self.client.log_artifact(self.parent_run_id, str(path), artifact_path="evaluation")
+            self.client.log_artifact(self.parent_run_id, str(path), artifact_path=artifact_path)
+
+    @contextlib.contextmanager
+    def active_run_of(self, trial: optuna.trial.FrozenTrial) -> Iterator[str]:
+        """``trial``'s run (the parent run when the store no longer has it) as MLflow's active
+        run, for what logs only into the active run (``mlflow.keras.log_model``); its status
+        and end time are put back afterwards."""
+        run_id = trial.user_attrs.get(RUN_ID_ATTR) or self.parent_run_id
+        try:
+            info = self.client.get_run(run_id).info
+        except MlflowException:
+            run_id, info = self.parent_run_id, self.client.get_run(self.parent_run_id).info
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=run_id):
+            yield run_id
+        if info.status == RunStatus.to_string(RunStatus.RUNNING):
+            self.client.update_run(run_id, status=info.status)
+        else:
+            self.client.set_terminated(run_id, info.status, end_time=info.end_time)
+
+    def describe_version(self, name: str, version: str, trial: optuna.trial.FrozenTrial) -> None:
+        """Say on a registered model version which trial it is and its value."""
+        self.client.update_model_version(
+            name, version, description=f"trial {trial.number} of study {self.study.study_name}: "
+                                       f"{OBJECTIVE_METRIC} (best epoch's val_accuracy) {trial.value:.4f}")
+        self.client.set_model_version_tag(name, version, "optuna.trial", str(trial.number))
+        self.client.set_model_version_tag(name, version, OBJECTIVE_METRIC, repr(trial.value))
 
     def reopen(self) -> None:
         """Mark the parent run RUNNING: this process is about to add trials to the study."""
@@ -116,6 +191,11 @@ class Tracker:
 
 def _now() -> int:
     return int(time.time() * 1000)
+
+
+def best_step(points: list[tuple[int, float]], value: float) -> int:
+    """The first epoch (step) of (step, val_accuracy) ``points`` that reached ``value``; 0 when none did."""
+    return next((step for step, v in sorted(points) if v >= value), 0)
 
 
 class TrialRun:
@@ -161,19 +241,23 @@ class TrialRun:
     def log_metrics(self, metrics: dict[str, float]) -> None:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), _now(), 0) for k, v in metrics.items()])
 
-    def finish(self, trial: optuna.Trial, state: str, reason: str | None = None,
+    def finish(self, trial: optuna.Trial, state: str, value: float | None = None, reason: str | None = None,
                traceback: str | None = None) -> None:
         """Log whatever is still missing, the learning curves and the final state (and why,
-        with a failed trial's full ``traceback`` as ``traceback.txt``)."""
+        with a failed trial's full ``traceback`` as ``traceback.txt``).
+
+        A complete trial's ``value`` becomes the ``objective`` metric, at the step of the
+        epoch that reached it: sorting runs by it gives the study's order.
+        """
         self.log_params(trial.params)  # params sampled after the first call, if any
         if traceback:
             self.client.log_text(self.run_id, traceback, "traceback.txt")
         if self.curves:
             self.client.log_figure(self.run_id, self._learning_curves(), "learning_curves.png")
-        self.set_tag("optuna.state", state)
-        if reason:
-            self.set_tag("prune_reason" if state == "PRUNED" else "failure_reason", reason[:5000])
-        self.client.set_terminated(self.run_id, RunStatus.to_string(_STATUS[state]))
+        if state == "COMPLETE":
+            step = best_step(self.curves.get("val_accuracy", []), value)
+            self.client.log_metric(self.run_id, OBJECTIVE_METRIC, value, step=step)
+        end_run(self.client, self.run_id, trial.number, state, reason)
 
     def _learning_curves(self):
         """Loss and accuracy per epoch; a dotted line where a new training phase starts."""
@@ -189,6 +273,7 @@ class TrialRun:
                     steps, values = zip(*points)
                     ax.plot([s + 1 for s in steps], values, marker="o", label=key)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(kind)
             ax.legend()
         fig.tight_layout()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import zipfile
@@ -92,6 +93,38 @@ def wait_for_http(url: str, process, log: Path, seconds: float = 120) -> None:
         except OSError:
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(target: str, port: int, env: dict, log_path: Path, ready: str | None = None):
+    """``make <target>`` running until the block ends, once it answers on ``port`` (and, with
+    ``ready``, once its output holds that text); yields the process."""
+    import signal
+    import subprocess
+    import time
+
+    with log_path.open("w") as log:
+        make = subprocess.Popen(["make", "--no-print-directory", target], cwd=REPO, env={**os.environ, **env},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", make, log_path)
+        deadline = time.monotonic() + 60
+        while ready and ready not in log_path.read_text():
+            assert make.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        yield make
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGTERM)
+        make.wait(timeout=60)
 
 
 @pytest.fixture

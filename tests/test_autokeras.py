@@ -98,9 +98,9 @@ def make_objective(tmp_path, epochs, pruner=None, **space_options):
     from search.datasets import DatasetSpec
     from search.objective import Objective
     from search.study import open_study
-    from search.tracking import Tracker, default_tracking_uri
+    from search.tracking import Tracker
     from spaces import get_space
-    from storage import default_storage_url, open_storage
+    from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
 
     data = DatasetSpec("digits").load(tmp_path / "data")
     settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "autokeras",
@@ -108,7 +108,7 @@ def make_objective(tmp_path, epochs, pruner=None, **space_options):
     study = open_study(open_storage(default_storage_url(tmp_path / "optuna.db")), "s", settings, exists=False)
     if pruner is not None:
         study.pruner = pruner
-    tracker = Tracker(default_tracking_uri(tmp_path / "mlflow.db"), study, settings, tmp_path / "artifacts")
+    tracker = Tracker(local_tracking_uri(RunsLayout(tmp_path)), study, settings, tmp_path / "artifacts")
     checkpoint = BestCheckpoint(tmp_path / "checkpoints")
     space = get_space("autokeras", **space_options)
     objective = Objective(space, data, epochs, tracker, checkpoint, fixed={**settings, **space.settings()}, seed=0)

@@ -71,16 +71,19 @@ def test_a_trial_running_at_the_deadline_stops_at_its_epoch_end_and_keeps_its_va
 
 def test_a_trial_that_cannot_finish_in_the_time_left_is_cut_to_fit(tmp_path, digits):
     study, tracker, _, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=60)
+    deadline_wall = time.time() + 8  # MLflow stamps metrics with the wall clock
     objective.deadline = time.monotonic() + 8
     study.enqueue_trial(GOOD)
-    started = time.monotonic()
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
     planned = trial.user_attrs["planned_epochs"]
     assert trial.state == optuna.trial.TrialState.COMPLETE and 3 <= planned < 60
     assert "stopped_at_deadline" not in trial.user_attrs  # it ended on its own plan
     assert len(trial.intermediate_values) == planned
-    assert time.monotonic() - started < 8 + 2
+    # Its last epoch ended by the deadline, give or take one epoch's projection error (the
+    # bookkeeping after training, a loaded machine's business, is not the plan's to fit).
+    last = tracker.client.get_metric_history(children(tracker)[0].info.run_id, "val_accuracy")[-1]
+    assert last.timestamp / 1000 < deadline_wall + trial.user_attrs["epoch_seconds"]
 
 
 def test_a_trial_too_slow_for_the_time_left_is_skipped_within_its_first_epoch(tmp_path, digits):

@@ -45,6 +45,7 @@ def test_search_resume_export_evaluate(runs_env):
     # Each process seeds its sampler past the trials already drawn: no configuration repeats.
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
 
+    export_dir = runs / "exports" / "digits-mlp"
     client = MlflowClient(default_storage_url(runs / "mlflow.db"))
     experiment = client.get_experiment_by_name("digits-mlp")
     parent = study.user_attrs["mlflow_parent_run_id"]
@@ -53,7 +54,6 @@ def test_search_resume_export_evaluate(runs_env):
     assert {int(r.data.tags["optuna.trial"]) for r in children} == {0, 1, 2}
     assert all(r.data.metrics.get("val_accuracy") is not None for r in children)
 
-    export_dir = runs / "exports" / "digits-mlp"
     evaluation = json.loads((export_dir / "evaluation.json").read_text())
     assert {"top1", "top5", "loss", "n_test", "per_class_accuracy"} <= set(evaluation)
     assert evaluation["n_test"] == 360 and evaluation["top1"] > 0.5
@@ -62,6 +62,13 @@ def test_search_resume_export_evaluate(runs_env):
     assert parent_run.data.metrics["test_top1"] == pytest.approx(evaluation["top1"])
     versions = client.search_model_versions("name = 'digits-mlp'")
     assert len(versions) == 2  # one registered version per export
+    best = max(study.best_trials, key=lambda t: t.value)
+    latest = max(versions, key=lambda v: int(v.version))
+    # The version is logged from the exported trial's own run and says which trial it is.
+    assert latest.tags["optuna.trial"] == str(json.loads((export_dir / "model.json").read_text())["trial"])
+    assert float(latest.tags["objective"]) == best.value
+    assert latest.run_id == study.trials[int(latest.tags["optuna.trial"])].user_attrs["mlflow_run_id"]
+    assert f"trial {latest.tags['optuna.trial']} " in latest.description
 
     # The exported model takes raw uint8 images and reproduces the evaluation.
     import keras

@@ -3,43 +3,25 @@ database URL shows neither in their output nor in any process's command line."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import uuid
 
 import optuna
 import psutil
 import pytest
 
-from conftest import REPO, wait_for_http
+from conftest import free_port, serving
 
 PASSWORD = "s3cr3t-pw"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def serve(target: str, port: int, env: dict, tmp_path) -> tuple[str, list[str], set]:
     """Run ``make <target>`` until it answers on ``port``; its output, the command lines of its
     processes, and the addresses they listen on."""
     log_path = tmp_path / f"{target}.log"
-    with log_path.open("w") as log:
-        make = subprocess.Popen(["make", "--no-print-directory", target], cwd=REPO, env={**os.environ, **env},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/", make, log_path)
+    with serving(target, port, env, log_path) as make:
         processes = [psutil.Process(make.pid), *psutil.Process(make.pid).children(recursive=True)]
         commands = [" ".join(p.cmdline()) for p in processes]
         listening = {c.laddr for p in processes for c in p.net_connections() if c.status == psutil.CONN_LISTEN}
-    finally:
-        if make.poll() is None:
-            os.killpg(make.pid, signal.SIGTERM)
-        make.wait(timeout=60)
     return log_path.read_text(), commands, listening
 
 

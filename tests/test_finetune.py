@@ -265,14 +265,14 @@ def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weig
     from search.objective import Objective
     from search.tracking import FAIL_REASON_ATTR
     from search.study import open_study
-    from search.tracking import Tracker, default_tracking_uri
-    from storage import default_storage_url, open_storage
+    from search.tracking import Tracker
+    from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
 
     data = DatasetSpec("digits").load(tmp_path / "data")
     settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "finetune",
                 "epochs": 1, "sampler": "tpe", "pruner": "none", "seed": 0}
     study = open_study(open_storage(default_storage_url(tmp_path / "optuna.db")), "s", settings, exists=False)
-    tracker = Tracker(default_tracking_uri(tmp_path / "mlflow.db"), study, settings, tmp_path / "artifacts")
+    tracker = Tracker(local_tracking_uri(RunsLayout(tmp_path)), study, settings, tmp_path / "artifacts")
     space = get_space("finetune", backbones="mobilenet_0.25,mobilenet_v3_small", weights_dir=str(shared_weights))
     objective = Objective(space, data, 1, tracker, BestCheckpoint(tmp_path / "checkpoints"), fixed=settings)
     study.enqueue_trial({**RECIPE, "backbone": "mobilenet_v3_small"})

@@ -10,9 +10,9 @@ from search.checkpoints import BestCheckpoint
 from search.datasets import DatasetSpec
 from search.objective import Objective
 from search.study import open_study
-from search.tracking import Tracker, default_tracking_uri
+from search.tracking import Tracker
 from spaces import get_space
-from storage import default_storage_url, open_storage
+from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -33,7 +33,7 @@ def make_run(tmp_path, data, pruner, epochs=3, max_epoch_seconds=None):
                 "epochs": epochs, "sampler": "tpe", "pruner": "median", "seed": 0}
     study = open_study(storage, "digits-mlp", settings, exists=False)
     study.pruner = pruner
-    tracker = Tracker(default_tracking_uri(tmp_path / "mlflow.db"), study, settings, tmp_path / "artifacts")
+    tracker = Tracker(local_tracking_uri(RunsLayout(tmp_path)), study, settings, tmp_path / "artifacts")
     checkpoint = BestCheckpoint(tmp_path / "checkpoints")
     objective = Objective(get_space("mlp"), data, epochs, tracker, checkpoint, fixed=settings, seed=0,
                           max_epoch_seconds=max_epoch_seconds)
@@ -218,6 +218,28 @@ def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, dig
         assert {"learning_curves.png", "model_summary.txt"} <= artifacts
 
 
+def test_mlflow_mirrors_the_study_objective_order_state_and_one_moving_best_tag(tmp_path, digits):
+    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    for params in (BAD, GOOD, BAD):
+        study.enqueue_trial(params)
+    marked = []
+
+    def record_marker(study, trial):
+        marked.append(sorted(int(r.data.tags["optuna.trial"]) for r in children(tracker).values()
+                             if r.data.tags.get("best") == "true"))
+
+    study.optimize(objective, n_trials=3, callbacks=[checkpoint.after_trial, tracker.after_trial, record_marker])
+    study_order = [t.number for t in sorted(study.trials, key=lambda t: (-t.value, t.datetime_complete))]
+    runs = tracker.client.search_runs([tracker.experiment_id], "attributes.run_name LIKE 'trial-%'",
+                                      order_by=["metrics.objective DESC", "attributes.start_time ASC"])
+    assert [int(r.data.tags["optuna.trial"]) for r in runs] == study_order
+    assert [r.data.metrics["objective"] for r in runs] == sorted((t.value for t in study.trials), reverse=True)
+    assert [r.info.run_name for r in runs][0] == f"trial-{study_order[0]} complete"
+    assert marked == [[0], [1], [1]]  # the tag moved from trial 0 to trial 1, and only one run has it
+    parent = tracker.client.get_run(tracker.parent_run_id)
+    assert parent.data.metrics["best_val_accuracy"] == study.trials[1].value
+
+
 def test_only_the_best_trials_model_is_kept(tmp_path, digits):
     study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
     study.enqueue_trial(BAD)
@@ -235,9 +257,12 @@ def test_the_last_epoch_reports_but_never_prunes(tmp_path, digits):
     prune_all = optuna.pruners.ThresholdPruner(lower=2.0)  # accuracy is always below 2
     for epochs, state in ((2, optuna.trial.TrialState.PRUNED), (1, optuna.trial.TrialState.COMPLETE)):
         (tmp_path / str(epochs)).mkdir()
-        study, _, _, objective = make_run(tmp_path / str(epochs), digits, prune_all, epochs=epochs)
+        study, tracker, _, objective = make_run(tmp_path / str(epochs), digits, prune_all, epochs=epochs)
         study.enqueue_trial(GOOD)
         study.optimize(objective, n_trials=1, catch=(Exception,))
         trial = study.trials[0]
         assert trial.state == state
         assert list(trial.intermediate_values) == [0]
+        run = children(tracker)[0]  # the run's name says the state; only a complete trial has an objective
+        assert run.info.run_name == f"trial-0 {'pruned' if epochs == 2 else 'complete'}"
+        assert ("objective" in run.data.metrics) == (epochs == 1)

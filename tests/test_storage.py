@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
 
 from search.errors import UserError
-from storage import RunsLayout, default_storage_url, mask_url, open_storage
+from storage import RunsLayout, default_storage_url, local_tracking_uri, mask_url, open_storage
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -60,3 +61,25 @@ def test_runs_dir_that_cannot_be_created(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="cannot create RUNS_DIR"):
         RunsLayout(tmp_path / "file" / "runs").ensure_writable()
+
+
+def test_a_moved_runs_dir_serves_its_mlflow_artifacts_from_where_it_is_now(tmp_path):
+    """MLflow stores absolute artifact URIs; opening the store in a copied RUNS_DIR points them at the copy."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+
+    old = RunsLayout(tmp_path / "old")
+    old.ensure_writable()
+    client = MlflowClient(local_tracking_uri(old))
+    experiment = client.create_experiment("s", artifact_location=(old.mlflow_artifacts / "s").resolve().as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    client.log_text(run_id, "hello", "note.txt")
+    shutil.copytree(old.root, tmp_path / "new")
+    shutil.rmtree(old.root)
+
+    new = RunsLayout(tmp_path / "new")
+    moved = MlflowClient(local_tracking_uri(new))
+    assert moved.get_run(run_id).info.artifact_uri.startswith(new.mlflow_artifacts.resolve().as_uri() + "/s/")
+    assert Path(moved.download_artifacts(run_id, "note.txt", str(tmp_path))).read_text() == "hello"

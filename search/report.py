@@ -1,0 +1,263 @@
+"""``make report``: one self-contained HTML file (images embedded, opens offline) for the studies
+of a study database and their MLflow runs.
+
+Every figure comes from Optuna's record (trials, values, times; parameter importances with
+Optuna's own evaluator and plot) or MLflow's (epoch curves, parameter counts, test scores,
+the confusion matrix the evaluation logged); nothing is re-computed from models.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from search.checkpoints import best_trial  # noqa: E402
+from search.study import SETTINGS_ATTR  # noqa: E402
+from search.tracking import PARENT_RUN_ATTR, RUN_ID_ATTR  # noqa: E402
+
+TOP_TRIALS = 3  # learning curves of this many best trials per study
+WORST_CLASSES = 5
+_STATES = ("COMPLETE", "PRUNED", "FAIL")
+
+
+@dataclass
+class StudyReport:
+    """What the report says of one study."""
+
+    name: str
+    dataset: str
+    space: str
+    counts: dict[str, int]
+    best_value: float | None
+    best_number: int | None
+    param_count: int | None
+    train_seconds: float  # the trials' own durations, summed (the compute spent)
+    best_so_far: list[tuple[float, float]]  # (seconds since the first trial started, best value then)
+    test: dict = field(default_factory=dict)  # top1, top5, per_class_accuracy, ... from the evaluation
+    confusion_png: bytes | None = None
+    importance_png: bytes | None = None
+    curves_png: bytes | None = None
+
+
+def collect(study: optuna.Study, client: MlflowClient | None) -> StudyReport:
+    """Read one study's report from Optuna and (when ``client``) its MLflow runs."""
+    trials = study.get_trials(deepcopy=False)
+    settings = study.user_attrs.get(SETTINGS_ATTR, {})
+    counts = {state: sum(t.state.name == state for t in trials) for state in _STATES}
+    best = best_trial(study)
+    report = StudyReport(
+        name=study.study_name, dataset=str(settings.get("dataset", "?")), space=str(settings.get("space", "?")),
+        counts=counts, best_value=best.value if best else None, best_number=best.number if best else None,
+        param_count=None, train_seconds=sum(_seconds(t) for t in trials if t.state.is_finished()),
+        best_so_far=_best_so_far(trials),
+    )
+    report.importance_png = _importances(study)
+    if client is None:
+        return report
+    if best is not None and best.user_attrs.get(RUN_ID_ATTR):
+        count = _run_metric(client, best.user_attrs[RUN_ID_ATTR], "param_count")
+        report.param_count = int(count) if count is not None else None
+    report.test, report.confusion_png = _evaluation(client, study.user_attrs.get(PARENT_RUN_ATTR))
+    report.curves_png = _learning_curves(client, study, trials)
+    return report
+
+
+def _seconds(trial: optuna.trial.FrozenTrial) -> float:
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return 0.0
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
+
+
+def _best_so_far(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[float, float]]:
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    if not starts:
+        return []
+    first, best, points = min(starts), None, []
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for trial in sorted(complete, key=lambda t: t.datetime_complete or datetime.max):
+        if best is None or trial.value > best:
+            best = trial.value
+        points.append(((trial.datetime_complete - first).total_seconds(), best))
+    return points
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _importances(study: optuna.Study) -> bytes | None:
+    """Optuna's parameter-importance plot (fANOVA); None while too few trials vary."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            axes = optuna.visualization.matplotlib.plot_param_importances(study)
+    except (RuntimeError, ValueError):
+        return None  # e.g. no parameter took two values among the complete trials
+    axes.figure.set_size_inches(6, 0.35 * len(axes.get_yticks()) + 1.5)
+    axes.figure.tight_layout()
+    return _png(axes.figure)
+
+
+def _run_metric(client: MlflowClient, run_id: str, key: str) -> float | None:
+    try:
+        return client.get_run(run_id).data.metrics.get(key)
+    except MlflowException:
+        return None
+
+
+def _evaluation(client: MlflowClient, parent_run_id: str | None) -> tuple[dict, bytes | None]:
+    """The test scores and confusion matrix the evaluation logged on the study's parent run."""
+    if not parent_run_id:
+        return {}, None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = Path(client.download_artifacts(parent_run_id, "evaluation", folder))
+        except (MlflowException, OSError):
+            return {}, None
+        scores = local / "evaluation.json"
+        confusion = local / "confusion_matrix.png"
+        return (json.loads(scores.read_text()) if scores.is_file() else {},
+                confusion.read_bytes() if confusion.is_file() else None)
+
+
+def _learning_curves(client: MlflowClient, study: optuna.Study, trials) -> bytes | None:
+    """val_accuracy (solid) and accuracy (dashed) per epoch of the best complete trials, from MLflow."""
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get(RUN_ID_ATTR)]
+    top = sorted(complete, key=lambda t: (-t.value, t.number))[:TOP_TRIALS]
+    if not top:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for trial in top:
+        color = None  # a trial's two curves share a colour
+        for key, style in (("val_accuracy", "-"), ("accuracy", "--")):
+            try:
+                history = sorted(client.get_metric_history(trial.user_attrs[RUN_ID_ATTR], key), key=lambda m: m.step)
+            except MlflowException:
+                continue
+            if history:
+                line, = ax.plot([m.step + 1 for m in history], [m.value for m in history], style, marker="o",
+                                markersize=3, color=color, label=f"trial {trial.number} {key}")
+                color = line.get_color()
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def best_so_far_plot(reports: list[StudyReport]) -> bytes:
+    """Every study's best validation accuracy against the seconds since its first trial started."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for report in reports:
+        if report.best_so_far:
+            xs, ys = zip(*report.best_so_far)
+            ax.step(xs, ys, where="post", marker="o", markersize=3, label=report.name)
+    ax.set_xlabel("seconds since the study's first trial started")
+    ax.set_ylabel("best val_accuracy so far")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if png is None:
+        return f"<p class='none'>{html.escape(alt)}: not available</p>"
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _cell(report: StudyReport, field_name: str, value, digits: int = 4) -> str:
+    return f"<td data-study='{html.escape(report.name)}' data-field='{field_name}'>{_fmt(value, digits)}</td>"
+
+
+def _summary_row(r: StudyReport) -> str:
+    return ("<tr>" + f"<td>{html.escape(r.name)}</td><td>{html.escape(r.dataset)}</td><td>{html.escape(r.space)}</td>"
+            + _cell(r, "complete", r.counts["COMPLETE"]) + _cell(r, "pruned", r.counts["PRUNED"])
+            + _cell(r, "failed", r.counts["FAIL"]) + _cell(r, "best_value", r.best_value)
+            + _cell(r, "best_trial", r.best_number) + _cell(r, "test_top1", r.test.get("top1"))
+            + _cell(r, "test_top5", r.test.get("top5")) + _cell(r, "param_count", r.param_count)
+            + _cell(r, "train_seconds", r.train_seconds, 0) + "</tr>")
+
+
+def _spaces_by_dataset(reports: list[StudyReport]) -> str:
+    """Per dataset, the spaces searched on it side by side (best first)."""
+    parts = []
+    for dataset in sorted({r.dataset for r in reports}):
+        rows = sorted((r for r in reports if r.dataset == dataset), key=lambda r: -(r.best_value or -1))
+        body = "".join(
+            f"<tr><td>{html.escape(r.space)}</td><td>{_fmt(r.best_value)}</td><td>{_fmt(r.test.get('top1'))}</td>"
+            f"<td>{_fmt(r.param_count)}</td><td>{r.counts['COMPLETE'] + r.counts['PRUNED']}</td>"
+            f"<td>{_fmt(r.train_seconds, 0)}</td></tr>" for r in rows)
+        parts.append(f"<h3>{html.escape(dataset)}</h3><table><tr><th>space</th><th>best val_accuracy</th>"
+                     f"<th>test top-1</th><th>parameters</th><th>trials</th><th>training s</th></tr>{body}</table>")
+    return "".join(parts)
+
+
+def _study_section(r: StudyReport) -> str:
+    worst = sorted(r.test.get("per_class_accuracy", {}).items(), key=lambda kv: kv[1])[:WORST_CLASSES]
+    worst_rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{acc:.3f}</td></tr>" for name, acc in worst)
+    return (f"<section><h2>{html.escape(r.name)}</h2><div class='row'>"
+            f"<div><h3>Parameter importances</h3>{_img(r.importance_png, 'parameter importances')}</div>"
+            f"<div><h3>Learning curves of the top {TOP_TRIALS} trials</h3>{_img(r.curves_png, 'learning curves')}</div>"
+            f"<div><h3>Confusion matrix (test, exported model)</h3>{_img(r.confusion_png, 'confusion matrix')}</div>"
+            f"<div><h3>Worst classes (test accuracy)</h3><table>{worst_rows or '<tr><td>-</td></tr>'}</table></div>"
+            "</div></section>")
+
+
+_STYLE = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:first-child,th:first-child{text-align:left}
+.row{display:flex;flex-wrap:wrap;gap:2em}.none{color:#888}img{max-width:100%}"""
+
+
+def render(reports: list[StudyReport], source: str) -> str:
+    """The whole HTML page."""
+    header = ("<tr><th>study</th><th>dataset</th><th>space</th><th>complete</th><th>pruned</th><th>failed</th>"
+              "<th>best val_accuracy</th><th>best trial</th><th>test top-1</th><th>test top-5</th>"
+              "<th>parameters</th><th>training s</th></tr>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Search report</title><style>{_STYLE}</style>"
+            f"</head><body><h1>Search report</h1><p>{html.escape(source)}, {datetime.now():%Y-%m-%d %H:%M}. "
+            "Training s: the trials' own durations, summed. Test scores are the exported model's.</p>"
+            f"<table id='studies'>{header}{''.join(_summary_row(r) for r in reports)}</table>"
+            f"<h2>Best so far</h2>{_img(best_so_far_plot(reports), 'best so far')}"
+            f"<h2>Spaces side by side</h2>{_spaces_by_dataset(reports)}"
+            f"{''.join(_study_section(r) for r in reports)}</body></html>")
+
+
+def write_report(storage: optuna.storages.BaseStorage, tracking_uri: str | None, out: Path, source: str) -> int:
+    """Write the report of every study in ``storage`` to ``out``; return how many studies it has."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(tracking_uri) if tracking_uri else None
+    names = sorted(optuna.get_all_study_names(storage))
+    reports = [collect(optuna.load_study(study_name=name, storage=storage), client) for name in names]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(reports, source))
+    return len(reports)
