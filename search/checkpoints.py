@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import keras
 import optuna
 
 from search.errors import UserError
+from storage.files import remove_leftovers, write_atomic
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -41,6 +41,7 @@ class BestCheckpoint:
 
     def __init__(self, folder: Path):
         self.folder = folder
+        remove_leftovers(folder)  # half-saved models of killed processes
 
     def path(self, trial_number: int) -> Path:
         return self.folder / f"trial-{trial_number}.keras"
@@ -50,10 +51,7 @@ class BestCheckpoint:
         best = best_trial(study)
         if best is not None and value <= best.value:
             return False
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".trial-{trial_number}.tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, self.path(trial_number))
+        write_atomic(self.path(trial_number), model.save)
         return True
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -13,46 +13,59 @@ import os
 import sys
 
 from search.errors import UserError
+from search.inputs import Option, check_database_url, check_study_name, check_tracking_uri
 from search import signals
 from search.signals import Terminated
 from search.recycle import RestartProcess
 
 COMMANDS = ("search", "worker", "export", "evaluate", "report")
-# flag name -> (type, help); the environment variable is the upper-case name.
+# flag name -> Option (type, help, accepted values); the environment variable is the upper-case
+# name. The choices of DATASET, SPACE, SAMPLER and PRUNER are their registries' keys
+# (tests/test_inputs.py checks), written out so that checking them imports no Keras or Optuna.
 OPTIONS = {
-    "dataset": (str, "tinyimagenet, cifar10, cifar100, mnist, fashion_mnist, digits or folder"),
-    "space": (str, "search space: cnn (default), mlp, finetune or autokeras"),
-    "trials": (int, "finished (complete or pruned) trials the study should reach "
-                    "(default 20; no limit with a BUDGET)"),
-    "epochs": (int, "epochs a trial plans (fewer when cut to fit the budget or pruned; default 15)"),
-    "budget": (float, "seconds of training: the search then exports and evaluates the best "
-                      "(data preparation not counted)"),
-    "timeout": (float, "the same as BUDGET (kept for older commands)"),
-    "max_epoch_seconds": (float, "prune a trial whose epoch would take longer "
-                                 "(default: 20x the median complete trial's, at least 60; 0: no limit)"),
-    "image_size": (int, "resize images to this square size (default: the dataset's own)"),
-    "storage": (str, "SQLAlchemy URL of the study database (default sqlite in RUNS_DIR)"),
-    "study": (str, "study name (default <dataset>-<space>)"),
-    "runs_dir": (str, "where databases, checkpoints and exports live (default ./runs)"),
-    "data_dir": (str, "where datasets are found, downloaded and cached (default ./data)"),
-    "sampler": (str, "tpe (default), random, cmaes or gp"),
-    "pruner": (str, "hyperband (default), median, sha or none"),
-    "seed": (int, "seed for the sampler and per-trial Keras seeds"),
-    "labels": (str, "cifar100 labels: fine (default) or coarse"),
-    "folder": (str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*"),
-    "max_blocks": (int, "cnn: most conv blocks (default 4)"),
-    "backbones": (str, "finetune: backbones or families to choose from, comma-separated (default: all)"),
-    "weights": (str, "finetune: imagenet (default) or none (random initialisation)"),
-    "weights_dir": (str, "finetune: folder of Keras weight files, used instead of downloading"),
-    "max_model_size": (int, "autokeras: prune a trial whose model has more parameters, before training"),
-    "pretrained": (str, "autokeras: yes (default) or no (leave out AutoKeras's pretrained blocks)"),
-    "mlflow_tracking_uri": (str, "MLflow tracking URI (default sqlite in RUNS_DIR)"),
-    "workers": (int, "search: run the trials in this many local worker processes (default 1)"),
-    "heartbeat": (int, "seconds between a running trial's heartbeats; one silent for 3 is retried (default 10)"),
-    "db_retry": (float, "seconds to keep retrying a study database that cannot be reached before stopping "
-                        "(default 60)"),
-    "report": (str, "report: the HTML file to write (default RUNS_DIR/report.html)"),
-    "trials_per_process": (int, "continue in a fresh process after this many trials (default 25, 0: never)"),
+    "dataset": Option(str, "tinyimagenet, cifar10, cifar100, mnist, fashion_mnist, digits or folder",
+                      choices=("tinyimagenet", "cifar10", "cifar100", "mnist", "fashion_mnist", "digits", "folder")),
+    "space": Option(str, "search space: cnn (default), mlp, finetune or autokeras",
+                    choices=("cnn", "mlp", "finetune", "autokeras")),
+    "trials": Option(int, "finished (complete or pruned) trials the study should reach "
+                          "(default 20; no limit with a BUDGET)", low=1),
+    "epochs": Option(int, "epochs a trial plans (fewer when cut to fit the budget or pruned; default 15)", low=1),
+    "budget": Option(float, "seconds of training: the search then exports and evaluates the best "
+                            "(data preparation not counted)", above=0),
+    "timeout": Option(float, "the same as BUDGET (kept for older commands)", above=0),
+    "max_epoch_seconds": Option(float, "prune a trial whose epoch would take longer "
+                                       "(default: 20x the median complete trial's, at least 60; 0: no limit)", low=0),
+    "image_size": Option(int, "resize images to this square size, 8 to 512 (default: the dataset's own)",
+                         low=8, high=512),
+    "storage": Option(str, "SQLAlchemy URL of the study database (default sqlite in RUNS_DIR)",
+                      check=check_database_url),
+    "study": Option(str, "study name: letters, digits, '.', '_', '-' (default <dataset>-<space>)",
+                    check=check_study_name),
+    "runs_dir": Option(str, "where databases, checkpoints and exports live (default ./runs)"),
+    "data_dir": Option(str, "where datasets are found, downloaded and cached (default ./data)"),
+    "sampler": Option(str, "tpe (default), random, cmaes or gp", choices=("tpe", "random", "cmaes", "gp")),
+    "pruner": Option(str, "hyperband (default), median, sha or none", choices=("hyperband", "median", "sha", "none")),
+    "seed": Option(int, "seed for the sampler and per-trial Keras seeds", low=0, high=2**32 - 1),
+    "labels": Option(str, "cifar100 labels: fine (default) or coarse", choices=("fine", "coarse")),
+    "folder": Option(str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*"),
+    "max_blocks": Option(int, "cnn: most conv blocks (default 4)", low=1, high=8),
+    "backbones": Option(str, "finetune: backbones or families to choose from, comma-separated (default: all)"),
+    "weights": Option(str, "finetune: imagenet (default) or none (random initialisation)",
+                      choices=("imagenet", "none")),
+    "weights_dir": Option(str, "finetune: folder of Keras weight files, used instead of downloading"),
+    "max_model_size": Option(int, "autokeras: prune a trial whose model has more parameters, before training",
+                             low=1),
+    "pretrained": Option(str, "autokeras: yes (default) or no (leave out AutoKeras's pretrained blocks)",
+                         choices=("yes", "no")),
+    "mlflow_tracking_uri": Option(str, "MLflow tracking URI (default sqlite in RUNS_DIR)", check=check_tracking_uri),
+    "workers": Option(int, "search: run the trials in this many local worker processes (default 1)", low=1),
+    "heartbeat": Option(int, "seconds between a running trial's heartbeats; one silent for 3 is retried "
+                             "(default 10)", low=1),
+    "db_retry": Option(float, "seconds to keep retrying a study database that cannot be reached before "
+                              "stopping (default 60)", low=0),
+    "report": Option(str, "report: the HTML file to write (default RUNS_DIR/report.html)"),
+    "trials_per_process": Option(int, "continue in a fresh process after this many trials (default 25, 0: never)",
+                                 low=0),
 }
 
 
@@ -64,15 +77,19 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(prog="python -m search", description=__doc__.splitlines()[0])
     parser.add_argument("command", nargs="?", default="search", choices=COMMANDS)
-    for name, (kind, help_text) in OPTIONS.items():
+    for name, option in OPTIONS.items():
         env = os.environ.get(name.upper()) or None
         if env is not None:
             try:
-                env = kind(env)
+                env = option.kind(env)
             except ValueError:
-                raise UserError(f"{name.upper()}={env!r} is not a valid {kind.__name__}") from None
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=env, help=help_text)
-    return parser.parse_args(argv)
+                raise UserError(f"{name.upper()}={env!r} is not a valid {option.kind.__name__}") from None
+        parser.add_argument(f"--{name.replace('_', '-')}", type=option.kind, default=env, help=option.help)
+    args = parser.parse_args(argv)
+    for name, option in OPTIONS.items():
+        if getattr(args, name) is not None:
+            option.validate(name, getattr(args, name))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,13 +81,12 @@ class Context:
 
 
 def _context(args: argparse.Namespace, creating: bool) -> Context:
-    if args.db_retry is not None and args.db_retry < 0:
-        raise UserError(f"DB_RETRY={args.db_retry:g}: must be 0 or more seconds")
     layout = RunsLayout(Path(args.runs_dir or "runs"))
     layout.ensure_writable()
     storage_url = args.storage or default_storage_url(layout.study_db)
-    storage = open_storage(storage_url, heartbeat=args.heartbeat or DEFAULT_HEARTBEAT,
-                           retry_seconds=DEFAULT_DB_RETRY_S if args.db_retry is None else args.db_retry)
+    with layout.setting_up():  # two processes creating one SQLite schema at once collide
+        storage = open_storage(storage_url, heartbeat=args.heartbeat or DEFAULT_HEARTBEAT,
+                               retry_seconds=DEFAULT_DB_RETRY_S if args.db_retry is None else args.db_retry)
     study_name = args.study or (f"{args.dataset}-{args.space or DEFAULTS['space']}" if args.dataset else None)
     if study_name is None:
         names = optuna.get_all_study_names(storage)
@@ -116,24 +115,10 @@ def _budget_seconds(args: argparse.Namespace) -> float | None:
 
 
 def _trial_target(args: argparse.Namespace) -> int | None:
-    """TRIALS (None: no limit, the budget ends the search), after checking the run options;
-    UserError on a bad one."""
-    budget = _budget_seconds(args)
-    if budget is not None and not budget > 0:
-        name = "BUDGET" if args.budget is not None else "TIMEOUT"
-        raise UserError(f"{name}={budget:g}: must be a positive number of seconds")
-    trials = (None if budget is not None else DEFAULT_TRIALS) if args.trials is None else args.trials
-    if trials is not None and trials < 1:
-        raise UserError(f"TRIALS={trials}: must be at least 1")
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError(f"EPOCHS={args.epochs}: must be at least 1")
-    if args.max_epoch_seconds is not None and args.max_epoch_seconds < 0:
-        raise UserError(f"MAX_EPOCH_SECONDS={args.max_epoch_seconds:g}: must be 0 (no limit) or a number of seconds")
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"WORKERS={args.workers}: must be at least 1")
-    if args.heartbeat is not None and args.heartbeat < 1:
-        raise UserError(f"HEARTBEAT={args.heartbeat}: must be at least 1 second")
-    return trials
+    """TRIALS (None: no limit, the budget ends the search); the values were checked by the CLI."""
+    if args.trials is not None:
+        return args.trials
+    return None if _budget_seconds(args) is not None else DEFAULT_TRIALS
 
 
 def search(args: argparse.Namespace) -> int:
@@ -147,12 +132,13 @@ def search(args: argparse.Namespace) -> int:
     for note in ctx.space.check_ready():
         print(f"note: {note}", flush=True)
     data = ctx.load_data()
-    study = ctx.open_study()
-    if not ctx.exists:
-        for params in ctx.space.initial_params(data.image_shape):
-            study.enqueue_trial(params)
+    with ctx.layout.setting_up():
+        study = ctx.open_study()
+        tracker = ctx.tracker(study)  # creates the MLflow store and the study's parent run before any worker
+        if not study.get_trials(deepcopy=False):  # new, or its first start stopped before this point
+            for params in ctx.space.initial_params(data.image_shape):
+                study.enqueue_trial(params)
     _announce(ctx, study, data, trials)
-    tracker = ctx.tracker(study)  # creates the MLflow store and the study's parent run before any worker
     budget = Budget(_budget_seconds(args), ctx.settings["epochs"])  # from here: data preparation is not counted
     if (args.workers or 1) > 1:
         failed = run_local_workers(args.workers, ctx.study_name, ctx.storage_url, worker_argv(args))
@@ -196,9 +182,10 @@ def worker(args: argparse.Namespace) -> int:
     for note in ctx.space.check_ready():  # this machine may lack what the study's machine had
         print(f"note: {note}", flush=True)
     data = ctx.load_data()
-    study = ctx.open_study()
+    with ctx.layout.setting_up():
+        study = ctx.open_study()
+        tracker = ctx.tracker(study)
     _announce(ctx, study, data, trials)
-    tracker = ctx.tracker(study)
     _add_trials(ctx, args, study, data, trials, tracker, Budget(_budget_seconds(args), ctx.settings["epochs"]))
     return 0
 

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 
 from search.datasets import Dataset  # noqa: E402
 from spaces import load_model  # noqa: E402
+from storage.files import write_atomic  # noqa: E402
 
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_FILE = "confusion_matrix.png"
@@ -67,6 +68,6 @@ def evaluate_model(model_path: Path, data: Dataset, out_dir: Path) -> tuple[dict
     result = score(probabilities, data.y_test, data.class_names)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out_dir / EVALUATION_FILE, out_dir / CONFUSION_FILE
-    json_path.write_text(json.dumps(result, indent=2))
-    plot_confusion(np.array(result["confusion_matrix"]), data.class_names, png_path)
+    write_atomic(json_path, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+    write_atomic(png_path, lambda tmp: plot_confusion(np.array(result["confusion_matrix"]), data.class_names, tmp))
     return result, [json_path, png_path]

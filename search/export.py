@@ -17,6 +17,7 @@ from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.tracking import Tracker, best_step
 from spaces import load_model
+from storage.files import remove_leftovers, write_atomic
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
@@ -35,14 +36,14 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
     """
     best, source = checkpoint.best(study)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / MODEL_FILE
-    shutil.copyfile(source, target)
+    remove_leftovers(out_dir)
+    target = write_atomic(out_dir / MODEL_FILE, lambda tmp: shutil.copyfile(source, tmp))
     info = {
         "study": study.study_name, "trial": best.number, "val_accuracy": best.value, "params": best.params,
         "settings": settings, "class_names": data.class_names, "input_shape": list(data.image_shape),
         "input_dtype": "uint8",
     }
-    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
+    write_atomic(out_dir / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
     model = load_model(target, compile=False)
     sample = np.asarray(data.x_test[:2])
     signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))

@@ -10,6 +10,7 @@ import optuna
 from search.checkpoints import best_trial
 from search.target import finished_count
 from search.tracking import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
+from storage.files import DISK_FULL
 
 
 
@@ -41,6 +42,9 @@ class Progress:
               f"{finished_count(study)}{target} done, {clock}",
               file=self.stream or sys.stdout, flush=True)  # stdout as it is now (tests replace it)
         self.failures_in_a_row = self.failures_in_a_row + 1 if state == "FAIL" else 0
-        if self.failures_in_a_row >= self.max_failures:
+        if state == "FAIL" and value.startswith(DISK_FULL):  # every trial would fail the same way
+            self.stopped_because = f"{value}; free some space and run the same command again to resume"
+            study.stop()
+        elif self.failures_in_a_row >= self.max_failures:
             self.stopped_because = f"{self.failures_in_a_row} trials failed in a row, the last with: {value}"
             study.stop()

@@ -33,7 +33,7 @@ WEIGHTS = ("imagenet", "none")
 
 
 class WeightsUnavailable(UserError):
-    """A backbone's pretrained weights cannot be had here (file missing, wrong, or no download)."""
+    """A backbone's pretrained weights cannot be had here (no file, or no download)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,25 @@ def _verified(path: Path, size: int, mtime: float, expected: str) -> str:
     return _file_hash(path, len(expected))
 
 
+@lru_cache(maxsize=None)
+def _unreadable(path: Path, size: int, mtime: float) -> str | None:
+    """Why the HDF5 file at ``path`` cannot be read whole (None when it can). For the weights
+    Keras publishes no hash of (MobileNet v1 and v2), reading every array is the check that
+    catches a truncated or damaged file before a trial does."""
+    import h5py
+
+    def read(name, node):
+        if isinstance(node, h5py.Dataset):
+            node[()]
+
+    try:
+        with h5py.File(path, "r") as weights:
+            weights.visititems(read)
+    except Exception as exc:  # h5py raises OSError, KeyError or RuntimeError for a damaged file
+        return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return None
+
+
 def weights_file(backbone: Backbone, weights_dir: str | Path) -> Path:
     """Where ``backbone``'s weights file is, or would be, in ``weights_dir``."""
     return Path(weights_dir).expanduser().resolve() / backbone.weights_file
@@ -141,12 +160,15 @@ def weights_path(backbone: Backbone, weights_dir: str | Path) -> Path:
     if not path.is_file():
         raise WeightsUnavailable(f"no weights for {backbone.name} in WEIGHTS_DIR={path.parent}: "
                                  f"put Keras's {backbone.weights_file} there")
+    stat = path.stat()
+    # A file that is there but wrong is a mistake to fix, not a backbone to leave out: UserError.
     if backbone.weights_hash:
-        stat = path.stat()
         actual = _verified(path, stat.st_size, stat.st_mtime, backbone.weights_hash)
         if actual != backbone.weights_hash:
-            raise WeightsUnavailable(f"{path} has hash {actual}, not the {backbone.weights_hash} Keras expects "
-                                     f"for {backbone.name}: replace it with Keras's file")
+            raise UserError(f"{path} has hash {actual}, not the {backbone.weights_hash} Keras expects "
+                            f"for {backbone.name}: replace it with Keras's file")
+    elif problem := _unreadable(path, stat.st_size, stat.st_mtime):
+        raise UserError(f"{path} is not a whole weights file ({problem}): replace it with Keras's file")
     return path
 
 

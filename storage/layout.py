@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +41,19 @@ class RunsLayout:
 
     def exports(self, study: str) -> Path:
         return self.root / "exports" / study
+
+    @contextmanager
+    def setting_up(self) -> Iterator[None]:
+        """Held (an exclusive lock on ``.setup.lock``) while a process creates or joins a study:
+        two searches started at once on a new RUNS_DIR would otherwise both create MLflow's
+        SQLite schema (its migrations are not safe across processes), the same experiment and
+        parent run, and queue the starting trials twice."""
+        with open(self.root / ".setup.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def ensure_writable(self) -> None:
         """Create ``root`` if needed; raise UserError when it cannot be written to."""

@@ -7,8 +7,6 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from search.errors import UserError
-
 
 def default_storage_url(study_db: Path) -> str:
     """The SQLite URL of the default study database (absolute, so any cwd reaches it)."""
@@ -25,13 +23,6 @@ def mask_url(url: str) -> str:
 
 def check_url(url: str) -> None:
     """Raise UserError unless ``url`` is a SQLAlchemy URL with a driver we can load."""
-    try:
-        parsed = make_url(url)
-        parsed.get_dialect().import_dbapi()
-    except ArgumentError:
-        raise UserError(
-            f"STORAGE {mask_url(url)!r} is not a database URL "
-            "(expected e.g. sqlite:///runs/optuna.db or postgresql://user@host:5432/db)"
-        ) from None
-    except Exception as exc:  # NoSuchModuleError, missing DBAPI driver
-        raise UserError(f"STORAGE {mask_url(url)}: unsupported database ({exc})") from None
+    from search.inputs import check_database_url
+
+    check_database_url("STORAGE", url)

@@ -141,9 +141,9 @@ def test_budget_search_ends_in_time_exported_and_evaluated(runs_env, capsys):
 
 def test_timeout_is_the_budget_and_bad_budgets_are_one_line(runs_env, capsys):
     assert main(["--dataset", "digits", "--budget", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: BUDGET=0: must be a positive number of seconds"
+    assert capsys.readouterr().err.strip() == "error: BUDGET=0: must be more than 0"
     assert main(["--dataset", "digits", "--timeout", "-5"]) == 2
-    assert capsys.readouterr().err.strip() == "error: TIMEOUT=-5: must be a positive number of seconds"
+    assert capsys.readouterr().err.strip() == "error: TIMEOUT=-5: must be more than 0"
 
 
 def test_the_starting_portfolio_is_queued_once(runs_env, capsys):

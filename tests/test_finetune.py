@@ -135,7 +135,7 @@ def test_weights_from_a_folder_are_checked(tmp_path, shared_weights):
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     (wrong / ZOO["efficientnet_b0"].weights_file).write_bytes(b"not the weights")
-    with pytest.raises(WeightsUnavailable, match="has hash [0-9a-f]{32}, not the 50bc09e76180e00e4465e1a485ddc09d Keras expects"):
+    with pytest.raises(UserError, match="has hash [0-9a-f]{32}, not the 50bc09e76180e00e4465e1a485ddc09d Keras expects"):
         build({"backbone": "efficientnet_b0"}, weights="imagenet", weights_dir=str(wrong))
 
     # A family narrows to the variants whose file is there; a named backbone without one is a note.

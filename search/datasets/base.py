@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from search.errors import UserError
+from storage.files import DiskFull, is_disk_full, remove_leftovers, temp_path
 
 # The validation split is carved with this seed whatever SEED is, so every trial,
 # worker and rerun of a study optimises on the same images.
@@ -100,7 +100,9 @@ _ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 def save_cache(dataset: Dataset, folder: Path) -> None:
     """Write the splits as .npy files; atomic, so a killed run never leaves half a cache."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    remove_leftovers(folder.parent)  # half-written caches of killed processes
+    tmp = temp_path(folder)
+    tmp.mkdir()
     try:
         for key in _ARRAYS:
             np.save(tmp / f"{key}.npy", getattr(dataset, key))
@@ -111,8 +113,10 @@ def save_cache(dataset: Dataset, folder: Path) -> None:
             os.replace(tmp, folder)
         except OSError:  # another process finished the same cache first
             shutil.rmtree(tmp)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise DiskFull(folder) from None
         raise
 
 

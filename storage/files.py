@@ -1,0 +1,109 @@
+"""Files the search writes: whole or not at all, a full disk said as such, leftovers removed.
+
+Every file is written under a temporary name in its own folder, then renamed over the real
+one, so a killed process or a full disk never leaves half a file where a reader looks.
+A temporary name carries the host and process that wrote it (``.<host>.<pid>.tmp.<name>``,
+ending like the real name, as Keras wants ``.keras``): a later process removes the ones whose
+writer is gone, and leaves alone those of a live process or of another host (workers on
+other machines or containers may share the folder).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from search.errors import UserError
+
+DISK_FULL = "disk full"  # how every message about a full disk starts
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+_TEMP = re.compile(r"\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.tmp\.")
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary name this process writes ``path`` under."""
+    return path.parent / f".{HOST}.{os.getpid()}.tmp.{path.name}"
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` and rename ``tmp`` to ``path``; on any error nothing is left at
+    ``tmp`` and ``path`` is as it was. A full disk raises UserError (``DiskFull``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        _remove(tmp)
+        if is_disk_full(exc):
+            raise DiskFull(path) from None
+        raise
+    return path
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove the temporary files and folders in ``folder`` left by processes of this host
+    that no longer run; return them."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP.match(entry.name)
+        if match and match["host"] == HOST and not _alive(int(match["pid"])):
+            _remove(entry)
+            removed.append(entry)
+    return removed
+
+
+class DiskFull(UserError):
+    """No space left where a file had to be written."""
+
+    def __init__(self, path: Path):
+        free = _free_mb(path)
+        super().__init__(f"{DISK_FULL}: cannot write {path}{f' ({free} MB free there)' if free is not None else ''}; "
+                         "free some space and run the same command again (finished trials are kept)")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an exception it was raised from, says the disk is full (an OSError
+    ENOSPC, or SQLite's "database or disk is full" however a library wrapped it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFull):
+            return True
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(exc) or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _free_mb(path: Path) -> int | None:
+    for folder in (path.parent, *path.parents):
+        if folder.exists():
+            return shutil.disk_usage(folder).free // 2**20
+    return None
