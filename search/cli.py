@@ -112,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a full disk, wherever a library met it, is the user's to fix: one line too
+        from storage.files import DISK_FULL, is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        print(f"error: {DISK_FULL} ({str(exc).strip().splitlines()[0][:300]}); free some space and run "
+              "the same command again (finished trials are kept)", file=sys.stderr)
+        return 2
     except Terminated:
         print("\nterminated (SIGTERM); run the same command again to resume the study", file=sys.stderr)
         return 143
