@@ -20,7 +20,7 @@ from search.recycle import RestartProcess
 
 COMMANDS = ("search", "worker", "export", "evaluate", "report")
 # flag name -> Option (type, help, accepted values); the environment variable is the upper-case
-# name. The choices of DATASET, SPACE, SAMPLER and PRUNER are their registries' keys
+# name. The choices of DATASET, SPACE, SAMPLER, PRUNER and WEIGHTS are their registries' keys
 # (tests/test_inputs.py checks), written out so that checking them imports no Keras or Optuna.
 OPTIONS = {
     "dataset": Option(str, "tinyimagenet, cifar10, cifar100, mnist, fashion_mnist, digits or folder",
@@ -113,12 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a full disk, wherever a library met it, is the user's to fix: one line too
-        from storage.files import DISK_FULL, is_disk_full
+        from storage.files import disk_full_message, is_disk_full
 
         if not is_disk_full(exc):
             raise
-        print(f"error: {DISK_FULL} ({str(exc).strip().splitlines()[0][:300]}); free some space and run "
-              "the same command again (finished trials are kept)", file=sys.stderr)
+        print(f"error: {disk_full_message(str(exc).strip().splitlines()[0][:300])}", file=sys.stderr)
         return 2
     except Terminated:
         print("\nterminated (SIGTERM); run the same command again to resume the study", file=sys.stderr)

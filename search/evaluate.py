@@ -66,7 +66,6 @@ def evaluate_model(model_path: Path, data: Dataset, out_dir: Path) -> tuple[dict
     model = load_model(model_path, compile=False)
     probabilities = np.asarray(model.predict(data.x_test, batch_size=256, verbose=0))
     result = score(probabilities, data.y_test, data.class_names)
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out_dir / EVALUATION_FILE, out_dir / CONFUSION_FILE
     write_atomic(json_path, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
     write_atomic(png_path, lambda tmp: plot_confusion(np.array(result["confusion_matrix"]), data.class_names, tmp))

@@ -35,7 +35,6 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
     that run alone.
     """
     best, source = checkpoint.best(study)
-    out_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out_dir)
     target = write_atomic(out_dir / MODEL_FILE, lambda tmp: shutil.copyfile(source, tmp))
     info = {

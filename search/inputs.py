@@ -89,29 +89,25 @@ def check_tracking_uri(env: str, uri: str) -> None:
     """An MLflow server that answers, a database URL MLflow can use, or Databricks.
 
     MLflow's file store (``file:`` or a bare path) is refused: MLflow 3 itself refuses it
-    ("maintenance mode") unless told otherwise, and says so with a traceback. An unreachable server is found here, in at most 5 s, rather than
-    after MLflow's own retries (minutes) with the study already created.
+    ("maintenance mode") unless told otherwise, and says so with a traceback. An unreachable
+    server is found here, in at most 5 s, rather than after MLflow's own retries (minutes)
+    with the study already created.
     """
+    from storage.urls import mask_url
+
     scheme = urlsplit(uri).scheme.lower()
     if scheme in ("http", "https"):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=MLFLOW_PROBE_TIMEOUT_S):
                 return
         except urllib.error.HTTPError as exc:
-            raise UserError(f"{env} {_masked(uri)}: not an MLflow server (/health answered HTTP {exc.code})") from None
+            raise UserError(f"{env} {mask_url(uri)}: not an MLflow server (/health answered HTTP {exc.code})") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise UserError(f"{env} {_masked(uri)}: no MLflow server answers there ({reason})") from None
+            raise UserError(f"{env} {mask_url(uri)}: no MLflow server answers there ({reason})") from None
     if scheme.startswith("databricks"):
         return
     if scheme in ("", "file"):
         raise UserError(f"{env}={uri}: MLflow 3 no longer takes a file store; use a database "
                         "(sqlite:///path/mlflow.db) or a tracking server (http://host:5000)")
     check_database_url(env, uri)
-
-
-def _masked(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.password:
-        return uri.replace(f":{parts.password}@", ":***@", 1)
-    return uri

@@ -19,7 +19,7 @@ from search.budget import EpochPlan, complete_epoch_seconds
 from search.records import DEADLINE_ATTR, EPOCH_SECONDS_ATTR, PLANNED_EPOCHS_ATTR
 from search.training import EpochTimer, plan_epochs, train
 from spaces import SearchSpace
-from storage.files import DISK_FULL, DiskFull, is_disk_full
+from storage.files import DiskFull, disk_full_message, is_disk_full
 
 SLOWDOWN_LIMIT = 20  # default cap: this many times the median complete trial's epoch,
 MIN_EPOCH_LIMIT = 60.0  # but never below this many seconds (short epochs time too noisily)
@@ -97,7 +97,7 @@ class Objective:
         except BaseException as exc:  # the MLflow run first: the study database may be what failed
             reason = (f"{type(exc).__name__}: {exc}" if str(exc).strip() else type(exc).__name__).splitlines()[0][:500]
             if is_disk_full(exc):  # Progress stops the search at once on this reason
-                reason = str(exc) if isinstance(exc, DiskFull) else f"{DISK_FULL}: {reason}"
+                reason = str(exc) if isinstance(exc, DiskFull) else disk_full_message(reason)
             run.finish(trial, "FAIL", reason=reason, traceback=traceback.format_exc())
             trial.set_user_attr(FAIL_REASON_ATTR, reason)
             raise

@@ -43,7 +43,7 @@ class Progress:
               file=self.stream or sys.stdout, flush=True)  # stdout as it is now (tests replace it)
         self.failures_in_a_row = self.failures_in_a_row + 1 if state == "FAIL" else 0
         if state == "FAIL" and value.startswith(DISK_FULL):  # every trial would fail the same way
-            self.stopped_because = f"{value}; free some space and run the same command again to resume"
+            self.stopped_because = value
             study.stop()
         elif self.failures_in_a_row >= self.max_failures:
             self.stopped_because = f"{self.failures_in_a_row} trials failed in a row, the last with: {value}"

@@ -60,13 +60,18 @@ def remove_leftovers(folder: Path) -> list[Path]:
     return removed
 
 
+def disk_full_message(what: str) -> str:
+    """What every full-disk error says: ``what`` could not be done, and what to do."""
+    return f"{DISK_FULL}: {what}; free some space and run the same command again (finished trials are kept)"
+
+
 class DiskFull(UserError):
     """No space left where a file had to be written."""
 
     def __init__(self, path: Path):
         free = _free_mb(path)
-        super().__init__(f"{DISK_FULL}: cannot write {path}{f' ({free} MB free there)' if free is not None else ''}; "
-                         "free some space and run the same command again (finished trials are kept)")
+        where = f" ({free} MB free there)" if free is not None else ""
+        super().__init__(disk_full_message(f"cannot write {path}{where}"))
 
 
 def is_disk_full(exc: BaseException | None) -> bool:

@@ -17,7 +17,7 @@ import optuna
 from sqlalchemy import exc as sa_exc
 
 from search.errors import UserError
-from storage.files import DISK_FULL, is_disk_full
+from storage.files import disk_full_message, is_disk_full
 from storage.urls import mask_url
 
 FIRST_WAIT_S = 0.5
@@ -64,8 +64,7 @@ class ReconnectingStorage(optuna.storages.RDBStorage):
                 result = method(self, *args, **kwargs)
             except Exception as exc:
                 if is_disk_full(exc):  # SQLite says so as an OperationalError: not a lost connection
-                    self.lost = DatabaseLost(f"{DISK_FULL}: cannot write the study database {mask_url(self.url)}; "
-                                             "free some space and run the same command again to resume")
+                    self.lost = DatabaseLost(disk_full_message(f"cannot write the study database {mask_url(self.url)}"))
                     raise self.lost from None
                 if not is_connection_lost(exc):
                     raise

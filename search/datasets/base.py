@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from search.errors import UserError
-from storage.files import DiskFull, is_disk_full, remove_leftovers, temp_path
+from storage.files import remove_leftovers, write_atomic
 
 # The validation split is carved with this seed whatever SEED is, so every trial,
 # worker and rerun of a study optimises on the same images.
@@ -99,25 +98,22 @@ _ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 def save_cache(dataset: Dataset, folder: Path) -> None:
     """Write the splits as .npy files; atomic, so a killed run never leaves half a cache."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(folder.parent)  # half-written caches of killed processes
-    tmp = temp_path(folder)
-    tmp.mkdir()
-    try:
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
         for key in _ARRAYS:
             np.save(tmp / f"{key}.npy", getattr(dataset, key))
         (tmp / "meta.json").write_text(json.dumps({"name": dataset.name, "class_names": dataset.class_names}))
-        if folder.exists() and not (folder / "meta.json").is_file():
-            shutil.rmtree(folder)  # left half-written by a killed run
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished the same cache first
-            shutil.rmtree(tmp)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(exc):
-            raise DiskFull(folder) from None
-        raise
+
+    if folder.exists() and not (folder / "meta.json").is_file():
+        shutil.rmtree(folder)  # left half-written by an older version's killed run
+    try:
+        write_atomic(folder, write)
+    except OSError:
+        if not (folder / "meta.json").is_file():
+            raise
+        # another process finished the same cache first
 
 
 def load_cache(folder: Path) -> Dataset | None:
