@@ -51,7 +51,7 @@ def ours(root: Path, data, space_name: str, n_trials: int, params: dict | None, 
     objective = Objective(get_space(space_name), data, settings["epochs"], tracker, checkpoint, fixed=settings, seed=0)
     for _ in range(n_trials if params else 0):
         study.enqueue_trial(params)
-    callbacks = [checkpoint.after_trial, lambda _, t: tracker.log_best(t)] + ([on_trial] if on_trial else [])
+    callbacks = [checkpoint.after_trial, tracker.after_trial] + ([on_trial] if on_trial else [])
     started = time.perf_counter()
     study.optimize(objective, n_trials=n_trials, callbacks=callbacks, catch=(Exception,))
     return time.perf_counter() - started

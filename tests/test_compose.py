@@ -1,4 +1,4 @@
-"""docker-compose.yml and Dockerfile, checked without a Docker engine (none runs here)."""
+"""docker-compose.yml and Dockerfile, checked without a Docker engine (test_compose_stack.py starts the stack)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ SERVICES = COMPOSE["services"]
 
 def test_the_services_are_there_and_their_commands_exist():
     assert set(SERVICES) == {"postgres", "mlflow", "dashboard", "search", "worker"}
-    assert SERVICES["postgres"]["image"].startswith("postgres:")
+    # The official images unless POSTGRES_IMAGE / PYTHON_IMAGE name others (docker/local/images.sh)
+    assert SERVICES["postgres"]["image"] == "${POSTGRES_IMAGE:-postgres:16}"
+    python_image = SERVICES["worker"]["build"]["args"]["PYTHON_IMAGE"]
+    assert python_image == "${PYTHON_IMAGE:-python:3.11-slim}"
+    assert "ARG PYTHON_IMAGE=python:3.11-slim\nFROM ${PYTHON_IMAGE}" in (REPO / "Dockerfile").read_text()
     assert "pg_isready" in " ".join(SERVICES["postgres"]["healthcheck"]["test"])
     assert "pgdata:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
     for name in ("search", "worker"):
@@ -42,7 +46,7 @@ def test_every_variable_the_project_containers_set_is_one_the_code_reads():
     from mlflow.cli import server
 
     [store_option] = [p for p in server.params if p.name == "backend_store_uri"]
-    assert set(SERVICES["mlflow"]["environment"]) == {store_option.envvar}
+    assert set(SERVICES["mlflow"]["environment"]) == {store_option.envvar, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
 
 
 def test_ports_bind_to_localhost_and_no_credentials_are_in_the_repo():
@@ -65,5 +69,8 @@ def test_ports_bind_to_localhost_and_no_credentials_are_in_the_repo():
 
 def test_the_image_installs_the_project_as_the_readme_says():
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert "RUN make install" in dockerfile and "COPY . ." in dockerfile
+    assert "&& make install\n" in dockerfile and "COPY . ." in dockerfile
+    # COPY . . must not bring this machine's .venv, results or data over the image's
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    assert {".venv", "runs", "data", ".git", ".env"} <= set(ignored)
     assert "make search DATASET=digits" in (REPO / "README.md").read_text()
