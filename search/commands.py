@@ -210,7 +210,7 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
     start. Raises RestartProcess after TRIALS_PER_PROCESS trials, UserError after too many
     failures in a row.
     """
-    ctx.storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client)
+    ctx.storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client, target=trials)
     checkpoint = BestCheckpoint(ctx.layout.checkpoints(ctx.study_name))
     progress = Progress(trials, budget=budget)
     per_process = DEFAULT_TRIALS_PER_PROCESS if args.trials_per_process is None else args.trials_per_process

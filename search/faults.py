@@ -1,4 +1,4 @@
-"""When a worker dies: the others retry its trial.
+"""When a worker dies: the others retry its trial, if the study still needs it.
 
 Optuna's heartbeat marks a trial FAIL once its worker has been silent for the grace
 period; ``RetryStaleTrial`` (Optuna's retry callback for stale trials) then queues it
@@ -10,20 +10,32 @@ from __future__ import annotations
 import optuna
 from mlflow.tracking import MlflowClient
 
+from search.target import finished_count, live_running
 from search.tracking import RUN_ID_ATTR, end_run
 
 STALE_REASON = "its worker stopped sending heartbeats (killed or lost); the trial was queued again"
+STALE_NOT_NEEDED_REASON = ("its worker stopped sending heartbeats (killed or lost); not queued again: "
+                           "the finished and running trials already reach TRIALS")
 
 
 class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
-    """Queue a stale trial again (at most ``max_retry`` times) and end its MLflow run as failed."""
+    """Queue a stale trial again (at most ``max_retry`` times) and end its MLflow run as failed.
 
-    def __init__(self, client: MlflowClient, max_retry: int = 3):
+    With a ``target`` (TRIALS), the trial is queued again only while the finished and live
+    running trials fall short of it: a dead trial counted as running until it went stale, so
+    the other workers may have stopped adding trials, and a copy queued after that would be
+    left WAITING in a study that is already done.
+    """
+
+    def __init__(self, client: MlflowClient, target: int | None = None, max_retry: int = 3):
         super().__init__(max_retry=max_retry)
         self.client = client
+        self.target = target
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        needed = self.target is None or finished_count(study) + len(live_running(study)) < self.target
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
-            end_run(self.client, run_id, trial.number, "FAIL", STALE_REASON)
-        super().__call__(study, trial)
+            end_run(self.client, run_id, trial.number, "FAIL", STALE_REASON if needed else STALE_NOT_NEEDED_REASON)
+        if needed:
+            super().__call__(study, trial)

@@ -19,7 +19,8 @@ import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, wait_for_http
-from search.faults import STALE_REASON
+from search.faults import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
+from search.tracking import RUN_ID_ATTR, WORKER_ATTR
 from storage import default_storage_url
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -94,16 +95,56 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6
     assert all(by_number[n].state.name == "COMPLETE" and by_number[n].value == v for n, v in complete_before.items())
+    [dead] = [t for t in study.trials if t.state.name == "FAIL"]
     retried = [t for t in study.trials if "failed_trial" in t.system_attrs]
-    assert len(retried) == 1
-    dead = by_number[retried[0].system_attrs["failed_trial"]]
-    assert dead.state.name == "FAIL" and retried[0].params == dead.params
-    assert retried[0].state.name == "COMPLETE"
     runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
     assert sorted(runs) == attempts(study)  # one child run per attempt
     [dead_run] = runs[dead.number]
-    assert dead_run.info.status == "FAILED" and dead_run.data.tags["failure_reason"] == STALE_REASON
+    assert dead_run.info.status == "FAILED"
+    # Whether the dead trial is queued again depends on when it went stale (see the next test):
+    # before the others' trials reached TRIALS, its copy runs; after, no copy is left waiting.
+    if retried:
+        [copy] = retried
+        assert copy.system_attrs["failed_trial"] == dead.number and copy.params == dead.params
+        assert copy.state.name == "COMPLETE"
+        assert dead_run.data.tags["failure_reason"] == STALE_REASON
+    else:
+        assert dead_run.data.tags["failure_reason"] == STALE_NOT_NEEDED_REASON
 
+
+@pytest.mark.parametrize("target,queued", [(3, True), (2, False)], ids=["needed", "not-needed"])
+def test_a_stale_trial_is_queued_again_only_while_the_study_needs_it(tmp_path, target, queued):
+    """A dead worker's trial counts as running until it goes stale; once the finished and live
+    running trials reach TRIALS without it, a copy queued then would stay WAITING for ever."""
+    storage = optuna.storages.RDBStorage(default_storage_url(tmp_path / "optuna.db"),
+                                         heartbeat_interval=1, grace_period=1)
+    client = MlflowClient(default_storage_url(tmp_path / "mlflow.db"))
+    storage.heartbeat_stale_trial_callback = RetryStaleTrial(client, target=target)
+    study = optuna.create_study(storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # one finished trial
+    experiment = client.create_experiment("s")
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    dead, live = study.ask(space), study.ask(space)
+    run_id = client.create_run(experiment).info.run_id
+    dead.set_user_attr(RUN_ID_ATTR, run_id)
+    for trial in (dead, live):
+        trial.set_user_attr(WORKER_ATTR, "host:1")
+    storage.record_heartbeat(dead._trial_id)  # the live trial's worker records none here: never stale
+    time.sleep(2.2)  # past the grace period
+    optuna.storages.fail_stale_trials(study)
+
+    by_number = {t.number: t for t in study.trials}
+    assert by_number[dead.number].state.name == "FAIL" and by_number[live.number].state.name == "RUNNING"
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    if queued:
+        [copy] = waiting
+        assert copy.system_attrs["failed_trial"] == dead.number and copy.params == dead.params
+        assert run.data.tags["failure_reason"] == STALE_REASON
+    else:
+        assert waiting == []
+        assert run.data.tags["failure_reason"] == STALE_NOT_NEEDED_REASON
 
 @pytest.mark.parametrize("sent,code,line,reason", [
     (signal.SIGTERM, 143, "terminated (SIGTERM); run the same command again to resume the study", "Terminated"),
