@@ -35,7 +35,9 @@ def is_connection_lost(exc: BaseException) -> bool:
         exc = exc.__cause__
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+    # PendingRollbackError: a statement after the one that lost the connection, in the same
+    # transaction (Optuna's _get_trials reads twice in one session); the next call reconnects.
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.PendingRollbackError))
 
 
 class ReconnectingStorage(optuna.storages.RDBStorage):

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
+import sqlalchemy.orm
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO
 from storage import default_storage_url
+from storage.reconnect import is_connection_lost
 
 POSTGRES = ("127.0.0.1", 5432)
 
@@ -103,6 +106,30 @@ def wait_for_running_trial(storage, name: str, search: subprocess.Popen, log: Pa
                 return
         time.sleep(0.2)
     pytest.fail(f"no trial ever ran: {log.read_text()[-2000:]}")
+
+
+def test_every_error_a_cut_connection_raises_is_taken_for_a_lost_database(proxy):
+    """The errors a session sees when its connection is cut mid-transaction: the statement that
+    finds it cut, then any later one in the same transaction (PendingRollbackError, which
+    Optuna's _get_trials can hit between its two reads; it once failed a trial in CI)."""
+    engine = sqlalchemy.create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/test")
+    seen = []
+    with sqlalchemy.orm.Session(engine) as session:
+        session.execute(sqlalchemy.text("SELECT 1"))  # a transaction begins on the proxied connection
+        proxy.cut()
+        for _ in range(2):
+            with pytest.raises(sqlalchemy.exc.SQLAlchemyError) as raised:
+                session.execute(sqlalchemy.text("SELECT 1"))
+            seen.append(raised.value)
+    engine.dispose()
+    assert isinstance(seen[1], sqlalchemy.exc.PendingRollbackError)
+    for exc in seen:
+        wrapped = optuna.exceptions.StorageInternalError("commit failed")
+        wrapped.__cause__ = exc  # as Optuna raises it
+        assert is_connection_lost(exc) and is_connection_lost(wrapped), repr(exc)
+    refused = optuna.exceptions.StorageInternalError("commit failed")
+    refused.__cause__ = sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+    assert not is_connection_lost(refused)  # a statement the database refused is not retried
 
 
 def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, pg_study, tmp_path):
