@@ -70,8 +70,9 @@ class Objective:
             keras.utils.set_random_seed(self.seed + trial.number)
         run = self.tracker.trial_run(trial, self.fixed)
         plan = EpochPlan(self.epochs, self.deadline)
-        timer = EpochTimer(*self.epoch_limit(trial.study), plan=plan)
-        try:
+        timer = None
+        try:  # from here on the run ends in the state the trial ends in, whatever raises
+            timer = EpochTimer(*self.epoch_limit(trial.study), plan=plan)
             signals.raise_pending()  # one that came while the trial started
             candidate = self.space.build(trial, self.data.image_shape, self.data.num_classes)
             split = plan_epochs(candidate.phases, self.epochs)

@@ -115,7 +115,12 @@ class Tracker:
                 **({"cuda_visible_devices": gpus} if gpus is not None else {}),
             },
         )
-        trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
+        try:
+            trial.set_user_attr(RUN_ID_ATTR, run.info.run_id)
+        except BaseException as exc:  # the study database is gone: the run must not stay RUNNING
+            end_run(self.client, run.info.run_id, trial.number, "FAIL",
+                    f"cannot store the run's id in the study: {type(exc).__name__}: {exc}")
+            raise
         return TrialRun(self.client, run.info.run_id, fixed)
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -13,6 +13,7 @@ from search.study import open_study
 from search.tracking import Tracker
 from spaces import get_space
 from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
+from storage.reconnect import DatabaseLost
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -266,3 +267,34 @@ def test_the_last_epoch_reports_but_never_prunes(tmp_path, digits):
         run = children(tracker)[0]  # the run's name says the state; only a complete trial has an objective
         assert run.info.run_name == f"trial-0 {'pruned' if epochs == 2 else 'complete'}"
         assert ("objective" in run.data.metrics) == (epochs == 1)
+
+
+def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(tmp_path, digits):
+    """The database lost between the trial's MLflow run being made and its id being stored,
+    or while the trial reads the study before training: the run ends FAILED with why."""
+    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner())
+    storage = study._storage._backend  # the ReconnectingStorage behind Optuna's cache
+    lost = DatabaseLost("study database gone")
+    trial = study.ask()
+    storage.lost = lost  # what ReconnectingStorage holds once its retry time ran out
+    with pytest.raises(DatabaseLost):
+        tracker.trial_run(trial, {})
+    storage.lost = None
+    [run] = children(tracker).values()
+    assert run.info.status == "FAILED"
+    reason = run.data.tags["failure_reason"]
+    assert reason == "cannot store the run's id in the study: DatabaseLost: study database gone"
+
+    trial = study.ask()
+    real_epoch_limit = objective.epoch_limit
+
+    def lose_the_database(study):
+        storage.lost = lost
+        return real_epoch_limit(study)
+
+    objective.epoch_limit = lose_the_database
+    with pytest.raises(DatabaseLost):
+        objective(trial)
+    storage.lost = None
+    run = children(tracker)[trial.number]
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "DatabaseLost: study database gone"
