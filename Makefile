@@ -52,6 +52,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/prepare.py
 
 clean:
 	rm -rf $(RUNS_DIR)

@@ -13,6 +13,7 @@ import pytest
 from conftest import jpeg_bytes, make_tiny_tree, zip_tree
 from search.datasets import DatasetSpec
 from search.datasets import base as base_module
+from search.datasets import images as images_module
 from search.datasets.download import download, md5sum
 from search.errors import UserError
 
@@ -68,6 +69,37 @@ def test_tinyimagenet_generated_tree(tmp_path, packed):
     assert data.x_train.shape[1:] == (32, 32, 3)
     assert len(data.y_train) + len(data.y_val) == 18 and len(data.y_test) == 6
     np.testing.assert_array_equal(np.bincount(data.y_test), [2, 2, 2])
+
+
+def test_the_decoder_pool_gives_the_serial_result_in_order(tmp_path, monkeypatch):
+    base = make_tiny_tree(tmp_path)
+    (base / "train" / "n002" / "images" / "n002_3.JPEG").write_bytes(b"not a jpeg")
+    groups = [("training images", sorted(str(p.relative_to(base)) for p in base.glob("train/*/images/*"))),
+              ("val images", sorted(str(p.relative_to(base)) for p in base.glob("val/images/*")))]
+    monkeypatch.setattr(images_module, "MAX_BAD_FRACTION", 0.1)
+    serial = images_module.decode_images(base, groups, 16)
+    monkeypatch.setattr(images_module, "_POOL_MIN_IMAGES", 1)
+    monkeypatch.setattr(images_module, "_CHUNK", 5)  # chunk edges inside both groups
+    pooled = images_module.decode_images(base, groups, 16)
+    for (x_serial, ok_serial), (x_pooled, ok_pooled) in zip(serial, pooled):
+        np.testing.assert_array_equal(ok_serial, ok_pooled)
+        np.testing.assert_array_equal(x_serial, x_pooled)
+    (x_train, ok_train), (x_val, ok_val) = pooled
+    assert ok_train.sum() == 17 and not ok_train[groups[0][1].index("train/n002/images/n002_3.JPEG")]
+    assert len(x_train) == 17 and len(x_val) == 6 and ok_val.all()
+
+
+def test_keep_rows_in_place_equals_fancy_indexing():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (1000, 2, 2, 1), dtype=np.uint8)
+    rows = np.sort(rng.choice(1000, size=900, replace=False))
+    want = x[rows]
+    kept = base_module.keep_rows(x, rows, chunk=64)
+    np.testing.assert_array_equal(kept, want)
+    assert np.shares_memory(kept, x)  # no second copy of the largest array
+    frozen = want.copy()
+    frozen.flags.writeable = False  # a read-only array (a memory map) is copied instead
+    np.testing.assert_array_equal(base_module.keep_rows(frozen, np.arange(0, 900, 2)), want[::2])
 
 
 def test_tinyimagenet_real_sample(shared_dir, tmp_path):

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
-
 from search.errors import UserError
 from storage.files import remove_leftovers, write_atomic
 
@@ -67,7 +65,13 @@ def check_labeled(data: Labeled, origin: str) -> None:
 
 
 def carve_validation(data: Labeled, name: str, val_fraction: float) -> Dataset:
-    """Split a stratified, seeded validation set off the training data."""
+    """Split a stratified, seeded validation set off the training data.
+
+    Consumes ``data``: the kept training rows are moved to the front of its own (writable)
+    x_train, so the largest array is never held twice.
+    """
+    from sklearn.model_selection import train_test_split  # imported here: a second of start-up
+
     counts = np.bincount(data.y_train, minlength=len(data.class_names))
     # At least one validation image per class, so stratification is possible.
     n_val = max(len(data.class_names), int(round(val_fraction * len(data.y_train))))
@@ -81,16 +85,29 @@ def carve_validation(data: Labeled, name: str, val_fraction: float) -> Dataset:
     )
     train_idx.sort()
     val_idx.sort()
+    x_val = data.x_train[val_idx]
     return Dataset(
         name=name,
         class_names=list(data.class_names),
-        x_train=data.x_train[train_idx],
+        x_train=keep_rows(data.x_train, train_idx),
         y_train=data.y_train[train_idx].astype(np.int64),
-        x_val=data.x_train[val_idx],
+        x_val=x_val,
         y_val=data.y_train[val_idx].astype(np.int64),
         x_test=data.x_test,
         y_test=data.y_test.astype(np.int64),
     )
+
+
+def keep_rows(x: np.ndarray, rows: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """``x[rows]`` for sorted, distinct ``rows``, written over x's own first rows when x is
+    writable (else a copy). In place is safe front to back: rows[i] >= i, so a chunk never
+    overwrites a row that a later chunk still reads."""
+    if not x.flags.writeable:
+        return x[rows]
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        x[start:start + len(part)] = x[part]
+    return x[:len(rows)]
 
 
 _ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")

@@ -48,12 +48,12 @@ def load_folder(root: Path, image_size: int) -> Labeled:
     names = sorted(train)
     index = {name: i for i, name in enumerate(names)}
 
-    def decode(files: dict[str, list[str]], what: str):
-        members = [f for c in names for f in files.get(c, [])]
-        labels = np.array([index[c] for c in names for _ in files.get(c, [])], dtype=np.int64)
-        images, ok = decode_images(root, members, image_size, what=what)
-        return images, labels[ok]
+    def members(files: dict[str, list[str]]) -> list[str]:
+        return [f for c in names for f in files.get(c, [])]
 
-    x_train, y_train = decode(train, "training images")
-    x_test, y_test = decode(test, f"{held_out.name} images")
-    return Labeled(x_train, y_train, x_test, y_test, names)
+    def labels(files: dict[str, list[str]]) -> np.ndarray:
+        return np.array([index[c] for c in names for _ in files.get(c, [])], dtype=np.int64)
+
+    (x_train, ok_train), (x_test, ok_test) = decode_images(
+        root, [("training images", members(train)), (f"{held_out.name} images", members(test))], image_size)
+    return Labeled(x_train, labels(train)[ok_train], x_test, labels(test)[ok_test], names)

@@ -20,6 +20,8 @@ from search.errors import UserError
 MAX_BAD_FRACTION = 0.01
 # Below this many images a process pool costs more than it saves.
 _POOL_MIN_IMAGES = 500
+# Images per decoder task: small enough that the chunks in flight cost little memory.
+_CHUNK = 256
 
 _zip_handles: dict[str, zipfile.ZipFile] = {}
 
@@ -69,41 +71,55 @@ def _decode_chunk(source: str, members: list[str], size: int, channels: int):
     return images, ok
 
 
-def decode_images(
-    source: Path, members: list[str], size: int, channels: int = 3, what: str = "images"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``members`` of ``source`` (a folder or a .zip) into (N, size, size, channels).
-
-    Images that are not ``size`` square are centre-cropped to a square and resized.
-    Returns the images that decoded and a boolean mask over ``members`` of those that did.
-    Unreadable images are skipped and counted on stderr; more than MAX_BAD_FRACTION of
-    them raises UserError naming the first few.
-    """
+def _decode_all(source: str, members: list[str], size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """All ``members`` into one array. The decoders' chunks are copied in as they arrive, so
+    memory holds the result once plus a few chunks (not every chunk and then the result)."""
     n_workers = os.cpu_count() or 1
     if len(members) < _POOL_MIN_IMAGES or n_workers == 1:
-        images, ok = _decode_chunk(str(source), members, size, channels)
-    else:
-        n_chunks = n_workers * 8
-        chunks = [members[i::n_chunks] for i in range(n_chunks)]
-        # spawn, not fork: the parent may already hold TensorFlow's threads.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_die_with, initargs=(os.getpid(),)) as pool:
-            parts = list(pool.map(_decode_chunk, [str(source)] * n_chunks, chunks,
-                                  [size] * n_chunks, [channels] * n_chunks))
-        images = np.zeros((len(members), size, size, channels), dtype=np.uint8)
-        ok = np.zeros(len(members), dtype=bool)
-        for i, (chunk_images, chunk_ok) in enumerate(parts):
-            images[i::n_chunks] = chunk_images
-            ok[i::n_chunks] = chunk_ok
-    bad = [m for m, good in zip(members, ok) if not good]
-    if len(bad) > MAX_BAD_FRACTION * len(members):
-        raise UserError(
-            f"{source}: {len(bad)} of {len(members)} {what} are unreadable or corrupt "
-            f"(e.g. {', '.join(bad[:3])}); more than {MAX_BAD_FRACTION:.0%} is too many"
-        )
-    if bad:
-        print(f"warning: skipped {len(bad)} unreadable {what} in {source} (e.g. {bad[0]})", file=sys.stderr)
-    return images[ok], ok
+        return _decode_chunk(source, members, size, channels)
+    images = np.empty((len(members), size, size, channels), dtype=np.uint8)
+    ok = np.empty(len(members), dtype=bool)
+    starts = range(0, len(members), _CHUNK)
+    chunks = [members[start:start + _CHUNK] for start in starts]
+    # spawn, not fork: the parent may already hold TensorFlow's threads.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_die_with, initargs=(os.getpid(),)) as pool:
+        decoded = pool.map(_decode_chunk, [source] * len(chunks), chunks,
+                           [size] * len(chunks), [channels] * len(chunks))
+        for start, (chunk_images, chunk_ok) in zip(starts, decoded):
+            images[start:start + len(chunk_ok)] = chunk_images
+            ok[start:start + len(chunk_ok)] = chunk_ok
+    return images, ok
+
+
+def decode_images(source: Path, groups: list[tuple[str, list[str]]], size: int,
+                  channels: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Decode each group of members of ``source`` (a folder or a .zip) into (N, size, size, channels).
+
+    ``groups`` are (what, members) pairs, e.g. ("training images", [...]); one pool of
+    decoders serves them all (starting a pool costs seconds). Images that are not ``size``
+    square are centre-cropped to a square and resized. Returns, per group, the images that
+    decoded and a boolean mask over its members of those that did; a group whose images all
+    decoded gets a view of one shared array, not a copy. Unreadable images are skipped and
+    counted on stderr; more than MAX_BAD_FRACTION of a group raises UserError naming a few.
+    """
+    every = [member for _, members in groups for member in members]
+    images, ok = _decode_all(str(source), every, size, channels)
+    results, start = [], 0
+    for what, members in groups:
+        group_images, group_ok = images[start:start + len(members)], ok[start:start + len(members)]
+        start += len(members)
+        bad = [m for m, good in zip(members, group_ok) if not good]
+        if len(bad) > MAX_BAD_FRACTION * len(members):
+            raise UserError(
+                f"{source}: {len(bad)} of {len(members)} {what} are unreadable or corrupt "
+                f"(e.g. {', '.join(bad[:3])}); more than {MAX_BAD_FRACTION:.0%} is too many"
+            )
+        if bad:
+            print(f"warning: skipped {len(bad)} unreadable {what} in {source} (e.g. {bad[0]})", file=sys.stderr)
+            group_images = group_images[group_ok]
+        results.append((group_images, group_ok))
+    return results
 
 
 def resize_images(x: np.ndarray, size: int) -> np.ndarray:

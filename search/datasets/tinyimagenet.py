@@ -30,7 +30,9 @@ class _Tree:
         folder, archive = data_dir / ROOT, data_dir / f"{ROOT}.zip"
         if folder.is_dir():
             self.source, self.prefix = folder, ""
-            self.files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+            # os.walk, not rglob + is_file: one stat per file less on 110k files.
+            self.files = [PurePosixPath(Path(path).relative_to(folder).as_posix(), name).as_posix()
+                          for path, _, names in os.walk(folder) for name in names]
             self.file_set = set(self.files)
             self._read = lambda name: (folder / name).read_bytes()
             return
@@ -90,7 +92,7 @@ def load_tinyimagenet(data_dir: Path, image_size: int) -> Labeled:
 
     members = [tree.prefix + f for wnid in wnids for f in sorted(train_files[wnid])]
     labels = np.array([index[w] for w in wnids for _ in train_files[w]], dtype=np.int64)
-    x_train, ok = decode_images(tree.source, members, image_size, what="training images")
-    x_test, ok_test = decode_images(tree.source, [tree.prefix + f for f in test_files], image_size, what="val images")
+    (x_train, ok), (x_test, ok_test) = decode_images(
+        tree.source, [("training images", members), ("val images", [tree.prefix + f for f in test_files])], image_size)
     class_names = [words.get(w, w).split(",")[0].strip() for w in wnids]
     return Labeled(x_train, labels[ok], x_test, np.array(test_labels, dtype=np.int64)[ok_test], class_names)
