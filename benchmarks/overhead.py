@@ -3,10 +3,12 @@
 1. per-trial orchestration overhead of our objective (Optuna + SQLite + MLflow child run,
    per-epoch metrics, learning-curve PNG, checkpoint, Keras session clearing) against bare
    Optuna running the same training on the same kind of storage;
-2. resident memory after trial 3 vs trial 30 of a search;
-3. Tiny ImageNet (the ../shared sample) first preparation vs cached reload.
+2. resident memory after trial 3 vs trial 30 in one process: 30 sampled cnn trials through our
+   objective, then 30 identical mlp trials through it and through a bare Keras loop (build, fit,
+   clear_session) in the same process, so growth that is Keras's own shows in both.
 
-Run: `make bench` (or .venv/bin/python benchmarks/overhead.py [--trials N]).
+Run: `make bench` (or .venv/bin/python benchmarks/overhead.py [--trials N]); the dataset
+preparation figures are benchmarks/prepare.py's.
 """
 
 from __future__ import annotations
@@ -14,13 +16,11 @@ from __future__ import annotations
 import argparse
 import gc
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import optuna
 import psutil
 
@@ -33,7 +33,6 @@ from spaces import get_space
 from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tiny-imagenet-sample.zip"
 FIXED = {"layers": 1, "units": 64, "activation": "relu", "batch_norm": False, "dropout": 0.0, "optimizer": "adam",
          "learning_rate": 1e-3, "weight_decay": 1e-6, "label_smoothing": 0.0, "batch_size": 128}
 SETTINGS = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "mlp",
@@ -78,6 +77,18 @@ def bare(root: Path, data, n_trials: int, params: dict) -> float:
     return time.perf_counter() - started
 
 
+def bare_keras(data, n_trials: int, params: dict, on_trial) -> None:
+    """The same mlp built and fitted n_trials times with nothing else: no Optuna, no MLflow."""
+    space = get_space("mlp")
+    for _ in range(n_trials):
+        candidate = space.build(optuna.trial.FixedTrial(params), data.image_shape, data.num_classes)
+        candidate.model.fit(data.x_train, data.y_train, batch_size=candidate.batch_size, epochs=SETTINGS["epochs"],
+                            validation_data=(data.x_val, data.y_val), verbose=0)
+        del candidate
+        keras.backend.clear_session()
+        on_trial()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="trials for the overhead comparison")
@@ -97,39 +108,28 @@ def main() -> None:
         print(f"\n1. orchestration overhead, {args.trials} identical trials (mlp on digits, 2 epochs each), SQLite:")
         print(f"   bare Optuna       {per_bare * 1000:8.0f} ms/trial")
         print(f"   ours (+MLflow)    {per_ours * 1000:8.0f} ms/trial")
-        print(f"   overhead          {(per_ours - per_bare) * 1000:8.0f} ms/trial ({per_ours / per_bare:.2f}x)", flush=True)
+        print(f"   overhead          {(per_ours - per_bare) * 1000:8.0f} ms/trial ({per_ours / per_bare:.2f}x)",
+              flush=True)
 
-        rss = []
         process = psutil.Process()
 
-        def record(_study, _trial):
-            gc.collect()
-            rss.append(process.memory_info().rss / 2**20)
+        def measure(what: str, run) -> None:
+            rss = []
 
-        ours(tmp / "memory", data, "cnn", args.memory_trials, None, on_trial=record)
-        print(f"\n2. memory, {args.memory_trials} sampled cnn trials on digits (2 epochs each):")
-        print(f"   RSS after trial 3  {rss[2]:8.0f} MiB")
-        print(f"   RSS after trial {len(rss)} {rss[-1]:8.0f} MiB ({rss[-1] - rss[2]:+.0f} MiB, "
-              f"{rss[-1] / rss[2]:.2f}x)", flush=True)
+            def record(*_):
+                gc.collect()
+                rss.append(process.memory_info().rss / 2**20)
 
-        if SHARED_ZIP.is_file():
-            print(f"\n3. Tiny ImageNet sample ({SHARED_ZIP.name}: 5,000 train + 500 val JPEGs):")
-            for size in (64, 32):
-                data_dir = tmp / f"ti{size}"
-                data_dir.mkdir()
-                (data_dir / "tiny-imagenet-200.zip").symlink_to(SHARED_ZIP)
-                spec = DatasetSpec("tinyimagenet", image_size=size)
-                started = time.perf_counter()
-                spec.load(data_dir)
-                first = time.perf_counter() - started
-                started = time.perf_counter()
-                cached = spec.load(data_dir)
-                np.asarray(cached.x_train).sum()  # touch every byte of the memory map
-                again = time.perf_counter() - started
-                print(f"   {size} px: first preparation {first:6.2f} s, cached reload (all pages read) "
-                      f"{again:6.3f} s ({first / again:.0f}x faster)")
-        else:
-            print(f"\n3. skipped: {SHARED_ZIP} not found", file=sys.stderr)
+            run(record)
+            print(f"   {what:30} RSS after trial 3 {rss[2]:6.0f} MiB, after trial {len(rss)} {rss[-1]:6.0f} MiB "
+                  f"({(rss[-1] - rss[2]) / (len(rss) - 3):+.1f} MiB a trial, {rss[-1] / rss[2]:.2f}x)", flush=True)
+
+        n = args.memory_trials
+        print(f"\n2. memory in one process, {n} trials each on digits (2 epochs each):")
+        measure("ours, sampled cnn trials", lambda record: ours(tmp / "memory", data, "cnn", n, None, record))
+        measure("ours, one mlp repeated", lambda record: ours(tmp / "memory-mlp", data, "mlp", n, FIXED, record))
+        measure("bare Keras, one mlp repeated", lambda record: bare_keras(data, n, FIXED, record))
+
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -20,7 +20,8 @@ from search.faults import RetryStaleTrial
 from search.objective import Objective
 from search.progress import Progress
 from search.recycle import RestartProcess, TrialBudget
-from search.study import DEFAULTS, SPACE_OPTIONS, STUDY_KEYS, open_study, resolve_settings, resolve_space
+from search.records import SPACE_OPTIONS
+from search.study import DEFAULTS, STUDY_KEYS, open_study, resolve_settings, resolve_space
 from search.target import StopAtTarget, finished_count, live_running
 from search.tracking import Tracker
 from search.workers import run_local_workers, worker_argv

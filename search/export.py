@@ -31,8 +31,8 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
     settings), so the file can be used without the study. The registered model is named
     after the study; each export is a new version, logged into the trial's own run (at its
     best epoch's step, so the version shows that epoch's metrics and the trial's params)
-    and described with the trial's number and value. The ``best`` tag is checked to be on
-    that run alone.
+    and described with the trial's number and value; that run also gets the trial's
+    ``learning_curves.png``. The ``best`` tag is checked to be on that run alone.
     """
     best, source = checkpoint.best(study)
     remove_leftovers(out_dir)
@@ -55,5 +55,6 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
                                         signature=signature, pip_requirements=requirements,
                                         step=best_step(list(best.intermediate_values.items()), best.value))
     tracker.describe_version(study.study_name, str(logged.registered_model_version), best)
+    tracker.log_learning_curves(best)
     tracker.mark_best(best, check_all=True)
     return target

@@ -11,7 +11,8 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from search.target import finished_count, live_running
-from search.tracking import RUN_ID_ATTR, end_run
+from search.records import RUN_ID_ATTR
+from search.tracking import end_run
 
 STALE_REASON = "its worker stopped sending heartbeats (killed or lost); the trial was queued again"
 STALE_NOT_NEEDED_REASON = ("its worker stopped sending heartbeats (killed or lost); not queued again: "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import io
 import statistics
 import traceback
 
@@ -14,21 +13,16 @@ from search import signals
 from search.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.target import claim
-from search.tracking import FAIL_REASON_ATTR, PRUNE_REASON_ATTR, Tracker
+from search.tracking import Tracker
 from search.budget import EpochPlan, complete_epoch_seconds
-from search.records import DEADLINE_ATTR, EPOCH_SECONDS_ATTR, PLANNED_EPOCHS_ATTR
+from search.records import (DEADLINE_ATTR, EPOCH_SECONDS_ATTR, FAIL_REASON_ATTR, PLANNED_EPOCHS_ATTR,
+                            PRUNE_REASON_ATTR)
 from search.training import EpochTimer, plan_epochs, train
 from spaces import SearchSpace
 from storage.files import DiskFull, disk_full_message, is_disk_full
 
 SLOWDOWN_LIMIT = 20  # default cap: this many times the median complete trial's epoch,
 MIN_EPOCH_LIMIT = 60.0  # but never below this many seconds (short epochs time too noisily)
-
-
-def model_summary(model: keras.Model) -> str:
-    out = io.StringIO()
-    model.summary(print_fn=lambda line, **_: out.write(line + "\n"))
-    return out.getvalue()
 
 
 class Objective:
@@ -59,6 +53,10 @@ class Objective:
         self.space, self.data, self.epochs = space, data, epochs
         self.tracker, self.checkpoint, self.fixed, self.seed = tracker, checkpoint, fixed, seed
         self.max_epoch_seconds, self.target, self.deadline = max_epoch_seconds, target, deadline
+        # What is alive now (TensorFlow, Keras, MLflow, the dataset) lives as long as the
+        # process: moved out of the collector's view, each trial's gc.collect() only walks
+        # what the trial made (measured 0.46 s per collection before, under load).
+        gc.freeze()
 
     def __call__(self, trial: optuna.Trial) -> float:
         with signals.deferred():  # a signal stops the trial between batches, not inside TensorFlow
@@ -79,15 +77,11 @@ class Objective:
             epochs = ({f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, split)}
                       if len(split) > 1 else {})
             run.log_params(trial.params, derived={**candidate.details, **epochs})
-            if candidate.model is not None:
-                run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
-            value = train(candidate, plan, self.data, trial, run, timer)
+            value, model = train(self.space, candidate, plan, self.data, trial, run, timer)
             if plan.stopped_at_deadline is not None:
                 trial.set_user_attr(DEADLINE_ATTR, plan.stopped_at_deadline)
                 run.set_tag(DEADLINE_ATTR, str(plan.stopped_at_deadline))
-            if candidate.fit is not None:  # the space's library built the model while fitting
-                run.log_model_info(candidate.model.count_params(), model_summary(candidate.model))
-            self.checkpoint.offer(trial.study, trial.number, value, candidate.model)
+            self.checkpoint.offer(trial.study, trial.number, value, model)
             signals.raise_pending()
         except optuna.TrialPruned as exc:
             reason = str(exc) or None
@@ -109,10 +103,11 @@ class Objective:
             if plan.total < self.epochs:
                 trial.set_user_attr(PLANNED_EPOCHS_ATTR, plan.total)
                 run.log_metrics({PLANNED_EPOCHS_ATTR: plan.total})
-            if timer.seconds is not None:
+            if timer is not None and timer.seconds is not None:
                 trial.set_user_attr(EPOCH_SECONDS_ATTR, timer.seconds)
                 run.log_metrics({EPOCH_SECONDS_ATTR: timer.seconds})
-            keras.backend.clear_session()
+            # clear_session's own free_memory runs gc.collect() a second time; one is enough.
+            keras.backend.clear_session(free_memory=False)
             gc.collect()
 
     def epoch_limit(self, study: optuna.Study) -> tuple[float | None, str]:

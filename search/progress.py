@@ -9,7 +9,7 @@ import optuna
 
 from search.checkpoints import best_trial
 from search.target import finished_count
-from search.tracking import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
+from search.records import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 from storage.files import DISK_FULL
 
 

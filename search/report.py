@@ -29,8 +29,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from search.checkpoints import best_trial  # noqa: E402
-from search.study import SETTINGS_ATTR  # noqa: E402
-from search.tracking import PARENT_RUN_ATTR, RUN_ID_ATTR  # noqa: E402
+from search.records import OBJECTIVE, PARENT_RUN_ATTR, RUN_ID_ATTR, SETTINGS_ATTR  # noqa: E402
 
 TOP_TRIALS = 3  # learning curves of this many best trials per study
 WORST_CLASSES = 5
@@ -152,7 +151,7 @@ def _learning_curves(client: MlflowClient, study: optuna.Study, trials) -> bytes
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for trial in top:
         color = None  # a trial's two curves share a colour
-        for key, style in (("val_accuracy", "-"), ("accuracy", "--")):
+        for key, style in ((OBJECTIVE, "-"), ("accuracy", "--")):
             try:
                 history = sorted(client.get_metric_history(trial.user_attrs[RUN_ID_ATTR], key), key=lambda m: m.step)
             except MlflowException:

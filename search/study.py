@@ -7,6 +7,7 @@ import warnings
 import optuna
 
 from search.errors import UserError
+from search.records import OBJECTIVE, SETTINGS_ATTR, SPACE_OPTIONS
 from spaces import SearchSpace, space_class, space_options
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp")
@@ -16,9 +17,6 @@ PRUNERS = ("hyperband", "median", "sha", "none")
 STUDY_KEYS = ("dataset", "image_size", "labels", "folder", "space", "epochs", "sampler", "pruner", "seed")
 DEFAULTS = {"image_size": None, "labels": "fine", "folder": None, "space": "cnn", "epochs": 15,
             "sampler": "tpe", "pruner": "hyperband", "seed": None}
-SETTINGS_ATTR = "settings"
-SPACE_OPTIONS = "space_options"  # the key, in the recorded settings, of the space's own settings
-OBJECTIVE = "val_accuracy"
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:

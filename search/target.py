@@ -11,13 +11,15 @@ than TRIALS counted trials; if a running trial fails afterwards, a worker adds a
 from __future__ import annotations
 
 import datetime
+import os
+import socket
 
 import optuna
 
-from search.tracking import PRUNE_REASON_ATTR, WORKER, WORKER_ATTR
+from search.records import PRUNE_REASON_ATTR, SURPLUS_ATTR, WORKER_ATTR
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-SURPLUS_ATTR = "surplus"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as WORKER_ATTR names it
 # A live worker marks its trial with WORKER_ATTR first thing after asking for it; a RUNNING
 # trial older than this without the mark was left by a process from before heartbeats (it
 # never goes stale) and counts for nothing.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import sys
 import time
@@ -15,9 +16,9 @@ from optuna_integration import KerasPruningCallback
 from search import signals
 from search.budget import EpochPlan
 from search.datasets import Dataset
-from search.study import OBJECTIVE
+from search.records import OBJECTIVE
 from search.tracking import TrialRun
-from spaces import Candidate, Phase
+from spaces import Candidate, Phase, SearchSpace
 
 
 class TrialFailed(Exception):
@@ -43,6 +44,22 @@ class EpochLogger(NotCopied, keras.callbacks.Callback):
         metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         metrics["phase"] = self.phase
         self.run.log_epoch(epoch, metrics)
+
+
+class ModelLogger(NotCopied, keras.callbacks.Callback):
+    """Logs the model's parameter count and summary to the trial's run, once, when the first fit
+    begins: the model is built by then, whichever library built it."""
+
+    def __init__(self, run: TrialRun):
+        super().__init__()
+        self.run, self.logged = run, False
+
+    def on_train_begin(self, logs=None):
+        if not self.logged:
+            out = io.StringIO()
+            self.model.summary(print_fn=lambda line, **_: out.write(line + "\n"))
+            self.run.log_model_info(self.model.count_params(), out.getvalue())
+            self.logged = True
 
 
 class PruningCallback(NotCopied, KerasPruningCallback):
@@ -209,9 +226,13 @@ def phase_end(phases: tuple[Phase, ...], plan: EpochPlan, index: int) -> int:
     return sum(plan_epochs(phases, plan.total)[:index + 1])
 
 
-def train(candidate: Candidate, plan: EpochPlan, data: Dataset, trial: optuna.Trial, run: TrialRun,
-          timer: EpochTimer | None = None) -> float:
-    """Fit the candidate's phases over ``plan.total`` epochs; return the best epoch's val_accuracy.
+def train(space: SearchSpace, candidate: Candidate, plan: EpochPlan, data: Dataset, trial: optuna.Trial,
+          run: TrialRun, timer: EpochTimer | None = None) -> tuple[float, keras.Model]:
+    """Fit the candidate's phases over ``plan.total`` epochs with ``space.fit``; return the best
+    epoch's val_accuracy and the trained model.
+
+    The run gets the model's parameter count and summary when its first fit begins (a
+    space's library may build the model only then).
 
     Epochs are counted across phases, so Optuna's pruner sees one curve, and each phase's
     learning rate follows a warmup + cosine schedule over its planned epochs. No early
@@ -223,7 +244,8 @@ def train(candidate: Candidate, plan: EpochPlan, data: Dataset, trial: optuna.Tr
     the loss stops being finite.
     """
     started = time.perf_counter()
-    best, best_weights, losses, done = -math.inf, None, [], 0
+    best, best_weights, losses, done, model = -math.inf, None, [], 0, candidate.model
+    describe = ModelLogger(run)
     for index, phase in enumerate(candidate.phases):
         begin = done
         end = phase_end(candidate.phases, plan, index)
@@ -234,6 +256,7 @@ def train(candidate: Candidate, plan: EpochPlan, data: Dataset, trial: optuna.Tr
         history = History()
         callbacks = [
             StopOnSignal(),
+            describe,
             keras.callbacks.TerminateOnNaN(),
             *([timer] if timer is not None else []),
             WarmupCosine(lambda: phase_end(candidate.phases, plan, index) - begin, first_epoch=begin),
@@ -244,8 +267,9 @@ def train(candidate: Candidate, plan: EpochPlan, data: Dataset, trial: optuna.Tr
             keras.callbacks.EarlyStopping(monitor=OBJECTIVE, mode="max", patience=end, restore_best_weights=True),
             history,
         ]
-        (candidate.fit or candidate.model.fit)(
-            data.x_train, data.y_train,
+        model = space.fit(
+            trial, candidate,
+            x=data.x_train, y=data.y_train,
             batch_size=candidate.batch_size,
             initial_epoch=begin,
             epochs=end,
@@ -261,12 +285,12 @@ def train(candidate: Candidate, plan: EpochPlan, data: Dataset, trial: optuna.Tr
         if phase_best > best:
             best = phase_best
             if index + 1 < len(candidate.phases):  # a later phase may do worse: keep these weights
-                best_weights = candidate.model.get_weights()
+                best_weights = model.get_weights()
         elif best_weights is not None:
-            candidate.model.set_weights(best_weights)
+            model.set_weights(best_weights)
         if plan.stopped_at_deadline is not None:
             break
     run.log_metrics({"training_seconds": time.perf_counter() - started, "epochs_trained": done})
     if not losses or not all(math.isfinite(v) for v in losses):
         raise TrialFailed(f"loss became NaN or infinite at epoch {len(losses)}")
-    return best
+    return best, model

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+import keras
 import keras_tuner
 import optuna
 from keras_tuner.src.engine import trial as kt_trial
@@ -103,6 +104,13 @@ class OptunaOracle(keras_tuner.Oracle):
         return trial
 
 
+@dataclass
+class AutoKerasCandidate(Candidate):
+    """No model until AutoKeras builds it in ``AutoKerasSpace.fit``, for ``num_classes`` classes."""
+
+    num_classes: int = 0
+
+
 def _tuner_class():
     """``OptunaTuner``, defined on first use: importing AutoKeras costs seconds and most searches never need it."""
     from autokeras.engine import tuner as ak_tuner
@@ -169,22 +177,21 @@ class AutoKerasSpace(SearchSpace):
         return configs
 
     def build(self, trial, image_shape, num_classes) -> Candidate:
+        return AutoKerasCandidate(None, BATCH_SIZE, num_classes=num_classes)
+
+    def fit(self, trial, candidate, *, x, y, batch_size, epochs, validation_data, callbacks, verbose,
+            initial_epoch=0) -> keras.Model:
+        """AutoKeras's ImageClassifier builds the model from ``trial`` (through OptunaTuner) and trains it."""
         import autokeras as ak
 
-        candidate = Candidate(None, BATCH_SIZE)
-
-        def fit(x, y, batch_size, epochs, validation_data, callbacks, verbose, initial_epoch=0):
-            with tempfile.TemporaryDirectory(prefix="autokeras-") as scratch:
-                classifier = ak.ImageClassifier(
-                    num_classes=num_classes, tuner=_tuner_class(), optuna_trial=trial, fixed=self.fixed, max_trials=1,
-                    directory=scratch, overwrite=True, max_model_size=self.max_model_size,
-                )
-                try:
-                    classifier.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
-                                   callbacks=callbacks, verbose=verbose)
-                except keras_tuner.errors.FailedTrialError as exc:  # KerasTuner's max_model_size check
-                    raise optuna.TrialPruned(f"too large: {exc}") from None
-                candidate.model = classifier.export_model()
-
-        candidate.fit = fit
-        return candidate
+        with tempfile.TemporaryDirectory(prefix="autokeras-") as scratch:
+            classifier = ak.ImageClassifier(
+                num_classes=candidate.num_classes, tuner=_tuner_class(), optuna_trial=trial, fixed=self.fixed,
+                max_trials=1, directory=scratch, overwrite=True, max_model_size=self.max_model_size,
+            )
+            try:
+                classifier.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
+                               callbacks=callbacks, verbose=verbose)
+            except keras_tuner.errors.FailedTrialError as exc:  # KerasTuner's max_model_size check
+                raise optuna.TrialPruned(f"too large: {exc}") from None
+            return classifier.export_model()

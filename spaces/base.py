@@ -37,16 +37,14 @@ class Candidate:
     are values derived from the sampled params (layer counts, say) that are worth logging
     next to them.
 
-    ``fit``, when set, replaces ``model.fit`` (same keyword arguments) for a space whose
-    library builds and trains the model itself; it leaves the trained model in ``model``,
-    which is None until then, and may sample params while it runs.
+    ``model`` is None for a space whose library builds the model while it trains (its
+    ``SearchSpace.fit`` makes it); nothing outside that space's module looks at it.
     """
 
     model: keras.Model | None
     batch_size: int
     phases: tuple[Phase, ...] = (Phase("train", 1.0),)
     details: dict = field(default_factory=dict)
-    fit: Callable[..., None] | None = None
 
 
 class SearchSpace(abc.ABC):
@@ -68,6 +66,18 @@ class SearchSpace(abc.ABC):
     @abc.abstractmethod
     def build(self, trial: optuna.Trial, image_shape: tuple[int, int, int], num_classes: int) -> Candidate:
         """Sample this trial's hyperparameters and return the compiled model."""
+
+    def fit(self, trial: optuna.Trial, candidate: Candidate, **fit_kwargs) -> keras.Model:
+        """Train ``candidate`` through one phase; return the trained Keras model.
+
+        ``fit_kwargs`` are ``keras.Model.fit``'s (x, y, batch_size, initial_epoch, epochs,
+        validation_data, callbacks, verbose), and every callback must see every epoch. The
+        default fits ``candidate.model``; a space whose library builds and trains the model
+        itself overrides this, as KerasTuner's ``HyperModel.fit`` allows, and may sample
+        more of ``trial``'s params while it runs.
+        """
+        candidate.model.fit(**fit_kwargs)
+        return candidate.model
 
     def initial_params(self, image_shape: tuple[int, int, int]) -> list[dict]:
         """Known-good configurations, queued as the first trials of a new study.

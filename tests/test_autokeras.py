@@ -11,6 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from search.errors import UserError
 from spaces.autokeras_space import OptunaHyperParameters, OptunaOracle
+from search import records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -134,11 +135,15 @@ def test_an_autokeras_trial_runs_through_our_objective_and_its_model_reloads(tmp
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value > 0.5
     assert trial.params["image_block_1/block_type"] == "vanilla"
     assert "image_block_1/conv_block_1/filters_0_0" in trial.params  # sampled while AutoKeras built the model
-    logged = tracker.client.get_run(trial.user_attrs["mlflow_run_id"]).data.params
-    assert {name: str(value) for name, value in trial.params.items()}.items() <= logged.items()
+    run = tracker.client.get_run(trial.user_attrs[records.RUN_ID_ATTR])
+    assert {name: str(value) for name, value in trial.params.items()}.items() <= run.data.params.items()
 
     _, path = checkpoint.best(study)
     model = keras.saving.load_model(path, compile=False)
+    # The model AutoKeras built is described like any space's: its size and summary, once.
+    assert run.data.metrics["param_count"] == model.count_params()
+    summary = tracker.client.download_artifacts(run.info.run_id, "model_summary.txt", str(tmp_path))
+    assert f"{model.count_params():,}" in open(summary).read()
     assert model.inputs[0].dtype == "uint8"
     predicted = model.predict(np.asarray(data.x_val), verbose=0).argmax(axis=1)
     assert float((predicted == data.y_val).mean()) == pytest.approx(trial.value, abs=0.02)
@@ -154,8 +159,8 @@ def test_the_median_pruner_stops_an_autokeras_trial_after_its_first_epoch(tmp_pa
     trial = study.trials[1]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert list(trial.intermediate_values) == [0]
-    assert trial.user_attrs["prune_reason"].startswith("pruned after epoch 1 at ")
-    run = tracker.client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert trial.user_attrs[records.PRUNE_REASON_ATTR].startswith("pruned after epoch 1 at ")
+    run = tracker.client.get_run(trial.user_attrs[records.RUN_ID_ATTR])
     assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
     assert [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_accuracy")] == [0]
     assert not any(checkpoint.folder.glob("*.keras"))
@@ -168,9 +173,9 @@ def test_a_model_over_max_model_size_is_pruned_before_training(tmp_path):
 
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {}
-    assert trial.user_attrs["prune_reason"].startswith("too large: Oversized model: ")
+    assert trial.user_attrs[records.PRUNE_REASON_ATTR].startswith("too large: Oversized model: ")
     assert trial.params["image_block_1/block_type"] == "vanilla"  # the trial's own model, not KerasTuner's default
-    assert "val_accuracy" not in tracker.client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics
+    assert "val_accuracy" not in tracker.client.get_run(trial.user_attrs[records.RUN_ID_ATTR]).data.metrics
 
 
 def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(runs_env, tmp_path, capsys):
@@ -238,7 +243,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     assert study.trials[0].state.name == "COMPLETE" and study.trials[0].value == first.value
     assert study.trials[0].params == first.params
     b7 = study.trials[2]
-    assert b7.state.name == "FAIL" and "efficientnetb7_notop.h5" in b7.user_attrs["fail_reason"]
+    assert b7.state.name == "FAIL" and "efficientnetb7_notop.h5" in b7.user_attrs[records.FAIL_REASON_ATTR]
     assert "Traceback" not in resumed
     assert study.trials[1].state.name == "FAIL"  # its worker died: no heartbeat, failed and queued again
     assert [t.system_attrs.get("failed_trial") for t in study.trials].count(1) == 1

@@ -17,6 +17,7 @@ from search.training import warmup_cosine
 from spaces import get_space
 from storage import default_storage_url
 from test_objective import GOOD, children, make_run
+from search import records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -61,12 +62,12 @@ def test_a_trial_running_at_the_deadline_stops_at_its_epoch_end_and_keeps_its_va
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1, callbacks=[checkpoint.after_trial])
     trial = study.trials[0]
-    stopped = trial.user_attrs["stopped_at_deadline"]
+    stopped = trial.user_attrs[records.DEADLINE_ATTR]
     assert trial.state == optuna.trial.TrialState.COMPLETE and 1 <= stopped < 500
     assert len(trial.intermediate_values) == stopped
     assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
     assert checkpoint.path(0).is_file()  # the model it reached is kept as the best
-    assert children(tracker)[0].data.tags["stopped_at_deadline"] == str(stopped)
+    assert children(tracker)[0].data.tags[records.DEADLINE_ATTR] == str(stopped)
 
 
 def test_a_trial_that_cannot_finish_in_the_time_left_is_cut_to_fit(tmp_path, digits):
@@ -76,14 +77,14 @@ def test_a_trial_that_cannot_finish_in_the_time_left_is_cut_to_fit(tmp_path, dig
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
-    planned = trial.user_attrs["planned_epochs"]
+    planned = trial.user_attrs[records.PLANNED_EPOCHS_ATTR]
     assert trial.state == optuna.trial.TrialState.COMPLETE and 3 <= planned < 60
-    assert "stopped_at_deadline" not in trial.user_attrs  # it ended on its own plan
+    assert records.DEADLINE_ATTR not in trial.user_attrs  # it ended on its own plan
     assert len(trial.intermediate_values) == planned
     # Its last epoch ended by the deadline, give or take one epoch's projection error (the
     # bookkeeping after training, a loaded machine's business, is not the plan's to fit).
     last = tracker.client.get_metric_history(children(tracker)[0].info.run_id, "val_accuracy")[-1]
-    assert last.timestamp / 1000 < deadline_wall + trial.user_attrs["epoch_seconds"]
+    assert last.timestamp / 1000 < deadline_wall + trial.user_attrs[records.EPOCH_SECONDS_ATTR]
 
 
 def test_a_trial_too_slow_for_the_time_left_is_skipped_within_its_first_epoch(tmp_path, digits):
@@ -94,7 +95,7 @@ def test_a_trial_too_slow_for_the_time_left_is_skipped_within_its_first_epoch(tm
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {}
     assert re.match(r"cannot finish: about \d+ s per epoch, \d+ s of the budget left for 300 epochs$",
-                    trial.user_attrs["prune_reason"])
+                    trial.user_attrs[records.PRUNE_REASON_ATTR])
 
 
 def test_the_plan_is_cut_to_what_fits_and_never_raised():
@@ -113,7 +114,7 @@ def test_the_search_stops_when_no_trial_would_fit_in_what_is_left():
     now = [0.0]
     budget = Budget(100, epochs=9, clock=lambda: now[0])
     study = optuna.create_study(direction="maximize")
-    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"epoch_seconds": 10.0}))
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={records.EPOCH_SECONDS_ATTR: 10.0}))
 
     def objective(trial):
         now[0] += 30  # 70 s left after the first trial, 40 after the second, 10 after the third
@@ -133,7 +134,7 @@ def test_budget_search_ends_in_time_exported_and_evaluated(runs_env, capsys):
     study = optuna.load_study(study_name="digits-mlp",
                               storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
     assert len(study.trials) >= 2 and "/" not in re.search(r"\| (\S+) done", out).group(1)  # no TRIALS target
-    epoch_seconds = max(t.user_attrs.get("epoch_seconds", 0) for t in study.trials)
+    epoch_seconds = max(t.user_attrs.get(records.EPOCH_SECONDS_ATTR, 0) for t in study.trials)
     assert searching <= 12 + epoch_seconds + 1
     assert re.search(r"\d+s, \d+s left", out)  # progress lines show the time left
     assert "exported model:" in out and "evaluation:" in out

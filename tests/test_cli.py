@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from conftest import REPO, jpeg_bytes, make_tiny_tree, zip_tree
 from search.cli import main
 from storage import default_storage_url
+from search import records
 
 
 def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -41,7 +42,7 @@ def test_search_resume_export_evaluate(runs_env):
     study = optuna.load_study(study_name="digits-mlp", storage=default_storage_url(runs / "optuna.db"))
     finished = [t for t in study.trials if t.state.is_finished() and t.state.name != "FAIL"]
     assert len(finished) == 3
-    assert study.user_attrs["settings"]["epochs"] == 2
+    assert study.user_attrs[records.SETTINGS_ATTR]["epochs"] == 2
     # Each process seeds its sampler past the trials already drawn: no configuration repeats.
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
 
@@ -67,7 +68,7 @@ def test_search_resume_export_evaluate(runs_env):
     # The version is logged from the exported trial's own run and says which trial it is.
     assert latest.tags["optuna.trial"] == str(json.loads((export_dir / "model.json").read_text())["trial"])
     assert float(latest.tags["objective"]) == best.value
-    assert latest.run_id == study.trials[int(latest.tags["optuna.trial"])].user_attrs["mlflow_run_id"]
+    assert latest.run_id == study.trials[int(latest.tags["optuna.trial"])].user_attrs[records.RUN_ID_ATTR]
     assert f"trial {latest.tags['optuna.trial']} " in latest.description
 
     # The exported model takes raw uint8 images and reproduces the evaluation.
@@ -141,7 +142,7 @@ def test_resume_with_other_settings_is_refused_and_leaves_the_study(runs_env, ca
     open_study(storage, "digits-cnn", settings, exists=False)
     assert main(["--dataset", "digits", "--epochs", "5"]) == 2
     assert "created with EPOCHS=3, not 5" in capsys.readouterr().err
-    assert optuna.load_study(study_name="digits-cnn", storage=storage).user_attrs["settings"]["epochs"] == 3
+    assert optuna.load_study(study_name="digits-cnn", storage=storage).user_attrs[records.SETTINGS_ATTR]["epochs"] == 3
 
 
 def test_in_process_restart_carries_on_with_what_is_left_of_the_timeout(runs_env, capsys):
@@ -248,7 +249,7 @@ def test_a_worker_with_other_settings_is_refused_and_leaves_the_study(runs_env, 
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
     study = optuna.load_study(study_name="shared", storage=storage)
-    assert study.user_attrs["settings"] == settings and study.trials == []
+    assert study.user_attrs[records.SETTINGS_ATTR] == settings and study.trials == []
 
 
 def test_a_search_whose_trials_all_fail_stops_after_five_in_a_row_and_says_why(runs_env, capsys):

@@ -22,6 +22,7 @@ import optuna
 import pytest
 
 from conftest import REPO, free_port
+from search import records
 
 TRIALS = 6
 
@@ -140,7 +141,7 @@ def test_a_search_and_two_workers_fill_one_study_and_mlflow_and_down_up_keeps_it
     study = _study(stack)
     finished = _finished(study)
     assert len(finished) >= TRIALS and all(t.state.is_finished() for t in study.get_trials())
-    hosts = {t.user_attrs["worker"].split(":")[0] for t in finished}
+    hosts = {t.user_attrs[records.WORKER_ATTR].split(":")[0] for t in finished}
     assert len(hosts) >= 2, hosts  # the search's container and the workers' ran trials
 
     import mlflow

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from conftest import REPO
 from storage import default_storage_url
 from storage.reconnect import is_connection_lost
+from search import records
 
 POSTGRES = ("127.0.0.1", 5432)
 
@@ -172,7 +173,7 @@ def test_a_long_outage_stops_the_search_with_one_line_and_keeps_finished_trials(
     assert len(left) <= 1
     client = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db"))
     for trial in left:  # its MLflow run is ended (FINISHED when only the final tell was lost)
-        assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status in ("FAILED", "FINISHED")
+        assert client.get_run(trial.user_attrs[records.RUN_ID_ATTR]).info.status in ("FAILED", "FINISHED")
 
     proxy.start()  # the database is back: the same command resumes, and the cut-off trial is retried
     resumed = start_search(runs_env, proxy, name, log, TRIALS=str(len(complete) + 1), EPOCHS="5", DB_RETRY="3",

@@ -13,6 +13,7 @@ from search.errors import UserError
 from spaces import get_space
 from spaces.backbones import ZOO, WeightsUnavailable, blocks, parse_choice
 from spaces.finetune import tunable_layers
+from search import records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -221,10 +222,11 @@ def test_search_records_both_phases_and_exports_a_model_for_raw_uint8(runs_env, 
     trial = study.trials[0]  # the queued starting point: half the epochs frozen, then the top quarter tuned
     assert trial.params["backbone"] == "mobilenet_0.25" and trial.params["frozen_epoch_share"] == 0.5
     assert sorted(trial.intermediate_values) == [0, 1], "the phases do not share one epoch count"
-    assert study.user_attrs["settings"]["space_options"] == {"backbones": "mobilenet_0.25", "weights": "none"}
+    assert study.user_attrs[records.SETTINGS_ATTR][records.SPACE_OPTIONS] == {
+        "backbones": "mobilenet_0.25", "weights": "none"}
 
     client = MlflowClient(default_storage_url(runs / "mlflow.db"))
-    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    run = client.get_run(trial.user_attrs[records.RUN_ID_ATTR])
     params = run.data.params
     assert params["backbone"] == "mobilenet_0.25" and params["cut_blocks"] == "0"
     assert int(params["unfreeze_layers"]) > 0 and params["epochs_frozen"] == "1" and params["epochs_finetune"] == "1"
@@ -263,7 +265,7 @@ def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weig
     from search.checkpoints import BestCheckpoint
     from search.datasets import DatasetSpec
     from search.objective import Objective
-    from search.tracking import FAIL_REASON_ATTR
+    from search.records import FAIL_REASON_ATTR
     from search.study import open_study
     from search.tracking import Tracker
     from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
@@ -288,7 +290,8 @@ def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weig
 
 def test_a_resumed_study_keeps_its_recorded_backbones(shared_weights, tmp_path):
     """The family is expanded once, when the study is created; resuming uses the record, folders may differ."""
-    from search.study import SPACE_OPTIONS, resolve_space
+    from search.records import SPACE_OPTIONS
+    from search.study import resolve_space
 
     settings = {"space": "finetune"}
     created = resolve_space(settings, {"backbones": "mobilenet", "weights_dir": str(shared_weights)}, False, "s")

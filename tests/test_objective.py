@@ -14,6 +14,7 @@ from search.tracking import Tracker
 from spaces import get_space
 from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
 from storage.reconnect import DatabaseLost
+from search import records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -64,7 +65,7 @@ def test_median_pruner_prunes_a_bad_trial(tmp_path, digits):
     assert runs[0].info.status == "FINISHED" and runs[0].data.tags["optuna.state"] == "COMPLETE"
     step = max(bad.intermediate_values)
     reason = f"pruned after epoch {step + 1} at {bad.intermediate_values[step]:.4f}"
-    assert bad.user_attrs["prune_reason"] == runs[1].data.tags["prune_reason"] == reason
+    assert bad.user_attrs[records.PRUNE_REASON_ATTR] == runs[1].data.tags[records.PRUNE_REASON_ATTR] == reason
 
 
 def test_a_trial_too_slow_for_max_epoch_seconds_is_pruned_within_its_first_epoch(tmp_path, digits):
@@ -74,8 +75,8 @@ def test_a_trial_too_slow_for_max_epoch_seconds_is_pruned_within_its_first_epoch
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.intermediate_values == {}  # stopped inside epoch 1, before its validation
-    assert trial.user_attrs["prune_reason"].startswith("too slow: its first batch alone took ")
-    assert trial.user_attrs["prune_reason"].endswith("(MAX_EPOCH_SECONDS=1e-06)")
+    assert trial.user_attrs[records.PRUNE_REASON_ATTR].startswith("too slow: its first batch alone took ")
+    assert trial.user_attrs[records.PRUNE_REASON_ATTR].endswith("(MAX_EPOCH_SECONDS=1e-06)")
     assert children(tracker)[0].data.tags["optuna.state"] == "PRUNED"
 
 
@@ -101,11 +102,12 @@ def test_by_default_an_epoch_may_take_twenty_times_the_median_complete_trials(tm
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1)
     measured = study.trials[0]
-    assert measured.state == optuna.trial.TrialState.COMPLETE and 0 < measured.user_attrs["epoch_seconds"] < 60
-    assert children(tracker)[0].data.metrics["epoch_seconds"] == measured.user_attrs["epoch_seconds"]
+    seconds = measured.user_attrs[records.EPOCH_SECONDS_ATTR]
+    assert measured.state == optuna.trial.TrialState.COMPLETE and 0 < seconds < 60
+    assert children(tracker)[0].data.metrics[records.EPOCH_SECONDS_ATTR] == seconds
     assert objective.epoch_limit(study)[0] == 60  # a short epoch: the floor
     for seconds in (10.0, 30.0, 20.0):
-        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"epoch_seconds": seconds}))
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={records.EPOCH_SECONDS_ATTR: seconds}))
     limit, why = objective.epoch_limit(study)  # median of (measured, 10, 30, 20) = 15
     assert limit == 300 and why.startswith("20x the median complete trial's 15.0 s")
     objective.max_epoch_seconds = 0
@@ -120,10 +122,10 @@ def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
         study.optimize(objective, n_trials=2, catch=(Exception,))
     failed, complete = study.trials
     assert failed.state == optuna.trial.TrialState.FAIL
-    assert "NaN" in failed.user_attrs["fail_reason"]
+    assert "NaN" in failed.user_attrs[records.FAIL_REASON_ATTR]
     assert complete.state == optuna.trial.TrialState.COMPLETE
     runs = children(tracker)
-    assert runs[0].info.status == "FAILED" and "NaN" in runs[0].data.tags["failure_reason"]
+    assert runs[0].info.status == "FAILED" and "NaN" in runs[0].data.tags[records.FAILURE_REASON_TAG]
     traceback = MlflowClient(tracker.tracking_uri).download_artifacts(runs[0].info.run_id, "traceback.txt", str(tmp_path))
     assert "Traceback (most recent call last)" in open(traceback).read()
 
@@ -148,8 +150,8 @@ def test_an_out_of_memory_trial_fails_alone_and_the_study_goes_on(tmp_path, digi
     study.optimize(objective, n_trials=2, catch=(Exception,))
     failed, complete = study.trials
     assert failed.state == optuna.trial.TrialState.FAIL
-    assert failed.user_attrs["fail_reason"].startswith("ResourceExhaustedError") and "OOM" in failed.user_attrs[
-        "fail_reason"]
+    reason = failed.user_attrs[records.FAIL_REASON_ATTR]
+    assert reason.startswith("ResourceExhaustedError") and "OOM" in reason
     assert complete.state == optuna.trial.TrialState.COMPLETE and complete.value > 0.5
     assert children(tracker)[0].info.status == "FAILED"
 
@@ -166,8 +168,9 @@ def test_a_trial_started_once_the_target_is_taken_is_surplus_and_not_counted(tmp
     assert surplus_reason(study, other.number + 1, 3) is None
     study.optimize(objective, n_trials=1)  # trial 2: trials 0 and 1 take the target
     surplus = study.trials[2]
-    assert surplus.state == optuna.trial.TrialState.PRUNED and surplus.user_attrs["surplus"] is True
-    assert surplus.user_attrs["prune_reason"] == "not needed: 2 trials before it were finished or running (TRIALS=2)"
+    assert surplus.state == optuna.trial.TrialState.PRUNED and surplus.user_attrs[records.SURPLUS_ATTR] is True
+    assert (surplus.user_attrs[records.PRUNE_REASON_ATTR]
+            == "not needed: 2 trials before it were finished or running (TRIALS=2)")
     assert finished_count(study) == 1 and sorted(children(tracker)) == [0]  # no MLflow run, not counted
     study.tell(other, state=optuna.trial.TrialState.FAIL)  # the other worker's trial failed: one more is needed
     study.optimize(objective, n_trials=1)
@@ -182,7 +185,7 @@ def test_the_last_worker_to_stop_ends_the_parent_run(tmp_path, digits):
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1)
     other = study.ask()
-    other.set_user_attr("worker", "elsewhere:1")
+    other.set_user_attr(records.WORKER_ATTR, "elsewhere:1")
     _end_parent_run_if_last(study, tracker, trials=2)  # this worker stops; the other still runs a trial
     assert status() == "RUNNING"
     study.tell(other, 0.5)
@@ -207,7 +210,7 @@ def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, dig
     client = MlflowClient(tracker.tracking_uri)
     for trial in study.trials:
         run = runs[trial.number]
-        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert trial.user_attrs[records.RUN_ID_ATTR] == run.info.run_id
         assert run.data.tags["optuna.study"] == "digits-mlp"
         expected = {**{k: str(v) for k, v in tracker.settings.items()}, **{k: str(v) for k, v in trial.params.items()}}
         assert run.data.params == expected
@@ -216,7 +219,10 @@ def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, dig
         for key in ("loss", "accuracy", "val_loss", "learning_rate", "param_count", "training_seconds"):
             assert key in run.data.metrics, key
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"learning_curves.png", "model_summary.txt"} <= artifacts
+        assert "model_summary.txt" in artifacts and "learning_curves.png" not in artifacts  # drawn at export
+    tracker.log_learning_curves(study.trials[1])  # what export does for the best trial
+    png = client.download_artifacts(runs[1].info.run_id, "learning_curves.png", str(tmp_path))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_mlflow_mirrors_the_study_objective_order_state_and_one_moving_best_tag(tmp_path, digits):
@@ -282,7 +288,7 @@ def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(t
     storage.lost = None
     [run] = children(tracker).values()
     assert run.info.status == "FAILED"
-    reason = run.data.tags["failure_reason"]
+    reason = run.data.tags[records.FAILURE_REASON_TAG]
     assert reason == "cannot store the run's id in the study: DatabaseLost: study database gone"
 
     trial = study.ask()
@@ -297,4 +303,5 @@ def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(t
         objective(trial)
     storage.lost = None
     run = children(tracker)[trial.number]
-    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == "DatabaseLost: study database gone"
+    assert run.info.status == "FAILED"
+    assert run.data.tags[records.FAILURE_REASON_TAG] == "DatabaseLost: study database gone"

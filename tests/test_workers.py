@@ -20,8 +20,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import REPO, wait_for_http
 from search.faults import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
-from search.tracking import RUN_ID_ATTR, WORKER_ATTR
 from storage import default_storage_url
+from search import records
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -61,7 +61,7 @@ def children_by_trial(runs_dir: Path, study: optuna.Study) -> dict[int, list]:
 
 def attempts(study: optuna.Study) -> list[int]:
     """Numbers of the trials that ran (a surplus trial is pruned before it starts: no MLflow run)."""
-    return sorted(t.number for t in study.trials if "surplus" not in t.user_attrs)
+    return sorted(t.number for t in study.trials if records.SURPLUS_ATTR not in t.user_attrs)
 
 
 def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes(runs_env, pg, pg_study):
@@ -81,8 +81,8 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
         running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
                    if "batch_size" in t.params and not t.intermediate_values]  # sampled, epochs still to go
         workers = {f"{socket.gethostname()}:{w.pid}": w for w in psutil.Process(search.pid).children()}
-        if running and running[0].user_attrs["worker"] in workers:
-            victim = workers[running[0].user_attrs["worker"]]  # the worker running that trial
+        if running and running[0].user_attrs[records.WORKER_ATTR] in workers:
+            victim = workers[running[0].user_attrs[records.WORKER_ATTR]]  # the worker running that trial
     assert victim is not None, "no worker was ever mid-trial"
     complete_before = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
     victim.send_signal(signal.SIGKILL)
@@ -107,9 +107,9 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
         [copy] = retried
         assert copy.system_attrs["failed_trial"] == dead.number and copy.params == dead.params
         assert copy.state.name == "COMPLETE"
-        assert dead_run.data.tags["failure_reason"] == STALE_REASON
+        assert dead_run.data.tags[records.FAILURE_REASON_TAG] == STALE_REASON
     else:
-        assert dead_run.data.tags["failure_reason"] == STALE_NOT_NEEDED_REASON
+        assert dead_run.data.tags[records.FAILURE_REASON_TAG] == STALE_NOT_NEEDED_REASON
 
 
 @pytest.mark.parametrize("target,queued", [(3, True), (2, False)], ids=["needed", "not-needed"])
@@ -126,9 +126,9 @@ def test_a_stale_trial_is_queued_again_only_while_the_study_needs_it(tmp_path, t
     space = {"x": optuna.distributions.FloatDistribution(0, 1)}
     dead, live = study.ask(space), study.ask(space)
     run_id = client.create_run(experiment).info.run_id
-    dead.set_user_attr(RUN_ID_ATTR, run_id)
+    dead.set_user_attr(records.RUN_ID_ATTR, run_id)
     for trial in (dead, live):
-        trial.set_user_attr(WORKER_ATTR, "host:1")
+        trial.set_user_attr(records.WORKER_ATTR, "host:1")
     storage.record_heartbeat(dead._trial_id)  # the live trial's worker records none here: never stale
     time.sleep(2.2)  # past the grace period
     optuna.storages.fail_stale_trials(study)
@@ -141,10 +141,10 @@ def test_a_stale_trial_is_queued_again_only_while_the_study_needs_it(tmp_path, t
     if queued:
         [copy] = waiting
         assert copy.system_attrs["failed_trial"] == dead.number and copy.params == dead.params
-        assert run.data.tags["failure_reason"] == STALE_REASON
+        assert run.data.tags[records.FAILURE_REASON_TAG] == STALE_REASON
     else:
         assert waiting == []
-        assert run.data.tags["failure_reason"] == STALE_NOT_NEEDED_REASON
+        assert run.data.tags[records.FAILURE_REASON_TAG] == STALE_NOT_NEEDED_REASON
 
 @pytest.mark.parametrize("sent,code,line,reason", [
     (signal.SIGTERM, 143, "terminated (SIGTERM); run the same command again to resume the study", "Terminated"),
@@ -179,9 +179,9 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
     study = optuna.load_study(study_name="digits-mlp", storage=storage)
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     closed = study.trials[-1]
-    assert closed.state.name == "FAIL" and closed.user_attrs["fail_reason"].startswith(reason)
+    assert closed.state.name == "FAIL" and closed.user_attrs[records.FAIL_REASON_ATTR].startswith(reason)
     run = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db")).get_run(
-        closed.user_attrs["mlflow_run_id"])
+        closed.user_attrs[records.RUN_ID_ATTR])
     assert run.info.status == "FAILED"
 
 
@@ -199,7 +199,7 @@ def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_pa
                               storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
     states = [t.state.name for t in study.trials]
     assert states.count("FAIL") == 0 and states.count("COMPLETE") == 12
-    assert len({t.user_attrs["worker"] for t in study.trials}) == 4  # every worker ran trials
+    assert len({t.user_attrs[records.WORKER_ATTR] for t in study.trials}) == 4  # every worker ran trials
     runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
     assert sorted(runs) == attempts(study)
 
@@ -258,7 +258,7 @@ def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_
     states = [t.state.name for t in study.trials]
     assert "RUNNING" not in states and "WAITING" not in states
     assert states.count("COMPLETE") == 6  # exactly the target: a trial started past it is pruned as surplus
-    assert all("surplus" in t.user_attrs for t in study.trials if t.state.name == "PRUNED")
+    assert all(records.SURPLUS_ATTR in t.user_attrs for t in study.trials if t.state.name == "PRUNED")
     attrs = [study.user_attrs, pg.get_study_system_attrs(study._study_id)] + [
         a for t in study.trials for a in (t.user_attrs, t.system_attrs)]
     assert password not in repr(attrs)
@@ -270,11 +270,12 @@ def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(runs) == len(children) + 1  # one parent, shared by the three workers
     assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == attempts(study)  # one child per attempt
-    assert all(r.data.tags["worker"] == study.trials[int(r.data.tags["optuna.trial"])].user_attrs["worker"]
+    worker = records.WORKER_ATTR
+    assert all(r.data.tags[worker] == study.trials[int(r.data.tags["optuna.trial"])].user_attrs[worker]
                for r in children)
     assert {r.data.tags["cuda_visible_devices"] for r in children} <= {"3", "5"}  # one GPU id per worker
     assert parent.info.status == "FINISHED" and "test_top1" in parent.data.metrics
     for run in runs:
         assert password not in repr((run.data.params, run.data.tags))
-    complete = next(r for r in children if r.data.tags["optuna.state"] == "COMPLETE")
-    assert "learning_curves.png" in [f.path for f in client.list_artifacts(complete.info.run_id)]
+    exported = next(r for r in children if r.data.tags.get("best") == "true")
+    assert "learning_curves.png" in [f.path for f in client.list_artifacts(exported.info.run_id)]
