@@ -30,7 +30,10 @@ from search.objective import Objective
 from search.study import open_study
 from search.tracking import Tracker
 from spaces import get_space
-from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
+from storage.layout import RunsLayout
+from storage.mlflow_store import local_tracking_uri
+from storage.optuna_storage import open_storage
+from storage.urls import default_storage_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FIXED = {"layers": 1, "units": 64, "activation": "relu", "batch_norm": False, "dropout": 0.0, "optimizer": "adam",

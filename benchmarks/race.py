@@ -191,7 +191,8 @@ def _log_from_mlflow(runs: Path, start: float, log: Path) -> None:
     """Our search's epochs, from its MLflow trial runs (each epoch's val_accuracy has its time)."""
     from mlflow.tracking import MlflowClient
 
-    from storage import RunsLayout, local_tracking_uri
+    from storage.layout import RunsLayout
+    from storage.mlflow_store import local_tracking_uri
 
     client = MlflowClient(local_tracking_uri(RunsLayout(runs)))
     points = []

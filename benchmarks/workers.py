@@ -2,7 +2,7 @@
 
 The objective sleeps 1 second, so N workers ideally finish N trials a second; the figure is
 the measured rate as a fraction of that. Each worker opens the storage the way a search does
-(``storage.open_storage``, heartbeat on) and reaches the target the way our workers do
+(``storage.optuna_storage.open_storage``, heartbeat on) and reaches the target the way our workers do
 (``search.target``: claim each trial, stop at the target; trials past it are surplus). Storages: the PostgreSQL server at 127.0.0.1:5432 (database ``test``) and the
 local default, a SQLite file. Errors (e.g. SQLite's "database is locked") are counted.
 
@@ -21,7 +21,8 @@ from pathlib import Path
 import optuna
 
 from search.target import StopAtTarget, claim, finished_count
-from storage import default_storage_url, open_storage
+from storage.optuna_storage import open_storage
+from storage.urls import default_storage_url
 
 SLEEP_S = 1.0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import optuna
 
-from search.errors import UserError
+from storage.errors import UserError
 from storage.files import remove_leftovers, write_atomic
 
 

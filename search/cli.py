@@ -12,8 +12,9 @@ import argparse
 import os
 import sys
 
-from search.errors import UserError
-from search.inputs import Option, check_database_url, check_study_name, check_tracking_uri
+from storage.errors import UserError
+from storage.urls import check_database_url
+from search.inputs import Option, check_study_name, check_tracking_uri
 from search import signals
 from search.signals import Terminated
 from search.recycle import RestartProcess

@@ -13,7 +13,7 @@ from search import signals
 from search.budget import Budget
 from search.checkpoints import BestCheckpoint, best_trial
 from search.datasets import Dataset, DatasetSpec
-from search.errors import UserError
+from storage.errors import UserError
 from search.evaluate import evaluate_model
 from search.export import MODEL_FILE, export_best
 from search.faults import RetryStaleTrial
@@ -26,7 +26,10 @@ from search.target import StopAtTarget, finished_count, live_running
 from search.tracking import Tracker
 from search.workers import run_local_workers, worker_argv
 from spaces import SPACES, SearchSpace, space_options
-from storage import RunsLayout, default_storage_url, local_tracking_uri, mask_url, open_storage
+from storage.layout import RunsLayout
+from storage.mlflow_store import local_tracking_uri
+from storage.optuna_storage import open_storage
+from storage.urls import default_storage_url, mask_url
 from storage.optuna_storage import DEFAULT_DB_RETRY_S
 from storage.reconnect import DatabaseLost
 

@@ -20,9 +20,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from search.errors import UserError
+from storage.errors import UserError
 from search.records import OBJECTIVE_METRIC
-from storage import RunsLayout, default_storage_url, local_tracking_uri, mask_url, open_storage
+from storage.layout import RunsLayout
+from storage.mlflow_store import local_tracking_uri
+from storage.optuna_storage import open_storage
+from storage.urls import default_storage_url, mask_url
 
 
 def dashboard(host: str, layout: RunsLayout) -> None:

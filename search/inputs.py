@@ -14,14 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from search.errors import UserError
+from storage.errors import UserError
 
 # Study names become folder and file names (checkpoints, exports, MLflow artifacts) and the
 # registered model's name: one path segment, short enough for any file system.
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-# The drivers a database URL may name and the package that brings each (``pip install``).
-DRIVER_PACKAGES = {"pymysql": "the mysql extra: pip install -e '.[mysql]'", "MySQLdb": "mysqlclient",
-                   "psycopg2": "psycopg2-binary", "psycopg": "psycopg", "mysql": "mysql-connector-python"}
 MLFLOW_PROBE_TIMEOUT_S = 5
 
 
@@ -63,28 +60,6 @@ def check_study_name(env: str, name: str) -> None:
                         "starting with a letter or digit (it names folders and the registered model)")
 
 
-def check_database_url(env: str, url: str) -> None:
-    """A SQLAlchemy URL whose driver is installed; the missing package is named."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    from storage.urls import mask_url
-
-    try:
-        make_url(url).get_dialect().import_dbapi()
-    except ArgumentError:
-        raise UserError(f"{env} {mask_url(url)!r} is not a database URL "
-                        "(expected e.g. sqlite:///runs/optuna.db or postgresql://user@host:5432/db)") from None
-    except NoSuchModuleError:
-        raise UserError(f"{env} {mask_url(url)}: unknown database or driver "
-                        f"{make_url(url).drivername!r} (SQLAlchemy has no such dialect)") from None
-    except ImportError as exc:
-        module = (exc.name or "").split(".")[0]
-        package = DRIVER_PACKAGES.get(module, module or "its driver")
-        raise UserError(f"{env} {mask_url(url)}: the driver {module or '?'} is not installed; "
-                        f"install {package}") from None
-
-
 def check_tracking_uri(env: str, uri: str) -> None:
     """An MLflow server that answers, a database URL MLflow can use, or Databricks.
 
@@ -93,7 +68,7 @@ def check_tracking_uri(env: str, uri: str) -> None:
     server is found here, in at most 5 s, rather than after MLflow's own retries (minutes)
     with the study already created.
     """
-    from storage.urls import mask_url
+    from storage.urls import check_database_url, mask_url
 
     scheme = urlsplit(uri).scheme.lower()
     if scheme in ("http", "https"):

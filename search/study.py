@@ -6,7 +6,7 @@ import warnings
 
 import optuna
 
-from search.errors import UserError
+from storage.errors import UserError
 from search.records import OBJECTIVE, SETTINGS_ATTR, SPACE_OPTIONS
 from spaces import SearchSpace, space_class, space_options
 

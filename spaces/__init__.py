@@ -8,7 +8,7 @@ from pathlib import Path
 
 import keras
 
-from search.errors import UserError
+from storage.errors import UserError
 from spaces.autokeras_space import AutoKerasSpace
 from spaces.base import Candidate, Phase, SearchSpace
 from spaces.cnn import CNNSpace

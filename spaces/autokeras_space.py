@@ -20,7 +20,7 @@ import optuna
 from keras_tuner.src.engine import trial as kt_trial
 from keras_tuner.src.engine.hyperparameters import hp_types
 
-from search.errors import UserError
+from storage.errors import UserError
 from spaces.base import Candidate, SearchSpace
 
 BATCH_SIZE = 32  # AutoKeras's own default; its image classifier does not tune it

@@ -27,7 +27,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from search.errors import UserError
+from storage.errors import UserError
 
 WEIGHTS = ("imagenet", "none")
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 import keras
 import optuna
 
-from search.errors import UserError
+from storage.errors import UserError
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from search.errors import UserError
+from storage.errors import UserError
 from spaces.backbones import (WEIGHTS, ZOO, BackbonePreprocess, WeightsUnavailable, cut_blocks,
                               load_backbone, parse_choice, weights_file, weights_path)
 from spaces.base import Candidate, Phase, SearchSpace

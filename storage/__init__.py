@@ -1,8 +1,8 @@
-"""Where things live: storage URLs, Optuna storages, the runs folder layout and its MLflow store."""
+"""Where things live, the bottom layer: ``search`` and ``spaces`` import it, it imports neither.
 
-from storage.layout import RunsLayout
-from storage.urls import default_storage_url, mask_url
-from storage.mlflow_store import local_tracking_uri
-from storage.optuna_storage import open_storage
-
-__all__ = ["RunsLayout", "default_storage_url", "local_tracking_uri", "mask_url", "open_storage"]
+``errors`` (the one-line UserError), ``urls`` (storage URLs, their checks, password masking),
+``optuna_storage`` and ``reconnect`` (Optuna storages that ride out a lost database),
+``layout`` (the runs folder), ``mlflow_store`` (its MLflow store), ``files`` (writing files
+whole, a full disk, leftovers). Nothing is imported here, so ``storage.errors`` and
+``storage.urls`` stay cheap for the checks that run before anything heavy.
+"""

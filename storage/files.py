@@ -18,7 +18,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from search.errors import UserError
+from storage.errors import UserError
 
 DISK_FULL = "disk full"  # how every message about a full disk starts
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.errors import UserError
+from storage.errors import UserError
 
 
 @dataclass(frozen=True)

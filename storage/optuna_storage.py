@@ -8,9 +8,9 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from search.errors import UserError
+from storage.errors import UserError
 from storage.reconnect import ReconnectingStorage
-from storage.urls import check_url, mask_url
+from storage.urls import check_database_url, mask_url
 
 # Seconds a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -30,7 +30,7 @@ def open_storage(url: str, heartbeat: int | None = None,
     Raises UserError (password masked) when the URL is malformed or the database
     cannot be reached.
     """
-    check_url(url)
+    check_database_url("STORAGE", url)
     engine_kwargs: dict = {"pool_pre_ping": True}
     if make_url(url).get_backend_name() == "sqlite":
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}

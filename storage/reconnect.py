@@ -16,7 +16,7 @@ import time
 import optuna
 from sqlalchemy import exc as sa_exc
 
-from search.errors import UserError
+from storage.errors import UserError
 from storage.files import disk_full_message, is_disk_full
 from storage.urls import mask_url
 

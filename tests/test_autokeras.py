@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from search.errors import UserError
+from storage.errors import UserError
 from spaces.autokeras_space import OptunaHyperParameters, OptunaOracle
 from search import records
 
@@ -101,7 +101,10 @@ def make_objective(tmp_path, epochs, pruner=None, **space_options):
     from search.study import open_study
     from search.tracking import Tracker
     from spaces import get_space
-    from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
+    from storage.layout import RunsLayout
+    from storage.mlflow_store import local_tracking_uri
+    from storage.optuna_storage import open_storage
+    from storage.urls import default_storage_url
 
     data = DatasetSpec("digits").load(tmp_path / "data")
     settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "autokeras",
@@ -193,7 +196,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
 
     from conftest import REPO
     from search.datasets import DatasetSpec
-    from storage import default_storage_url
+    from storage.urls import default_storage_url
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()

@@ -15,7 +15,7 @@ from search.budget import Budget, EpochPlan
 from search.cli import main
 from search.training import warmup_cosine
 from spaces import get_space
-from storage import default_storage_url
+from storage.urls import default_storage_url
 from test_objective import GOOD, children, make_run
 from search import records
 

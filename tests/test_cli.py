@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import REPO, jpeg_bytes, make_tiny_tree, zip_tree
 from search.cli import main
-from storage import default_storage_url
+from storage.urls import default_storage_url
 from search import records
 
 
@@ -134,7 +134,7 @@ def test_bad_env_value_is_one_line(runs_env, monkeypatch, capsys):
 
 def test_resume_with_other_settings_is_refused_and_leaves_the_study(runs_env, capsys):
     from search.study import open_study, resolve_settings
-    from storage import open_storage
+    from storage.optuna_storage import open_storage
 
     Path(runs_env["RUNS_DIR"]).mkdir()
     storage = open_storage(default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
@@ -236,7 +236,7 @@ def test_a_worker_cannot_join_a_missing_study(runs_env, capsys):
 
 def test_a_worker_with_other_settings_is_refused_and_leaves_the_study(runs_env, capsys):
     from search.study import open_study, resolve_settings
-    from storage import open_storage
+    from storage.optuna_storage import open_storage
 
     Path(runs_env["RUNS_DIR"]).mkdir()
     storage = open_storage(default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))

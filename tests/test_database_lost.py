@@ -20,7 +20,7 @@ import sqlalchemy.orm
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO
-from storage import default_storage_url
+from storage.urls import default_storage_url
 from storage.reconnect import is_connection_lost
 from search import records
 

@@ -15,7 +15,7 @@ from search.datasets import DatasetSpec
 from search.datasets import base as base_module
 from search.datasets import images as images_module
 from search.datasets.download import download, md5sum
-from search.errors import UserError
+from storage.errors import UserError
 
 
 def test_digits_splits_are_uint8_disjoint_and_stratified(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from search.errors import UserError
+from storage.errors import UserError
 from spaces import get_space
 from spaces.backbones import ZOO, WeightsUnavailable, blocks, parse_choice
 from spaces.finetune import tunable_layers
@@ -210,7 +210,7 @@ def test_search_records_both_phases_and_exports_a_model_for_raw_uint8(runs_env, 
 
     from search.cli import main
     from search.datasets import DatasetSpec
-    from storage import default_storage_url
+    from storage.urls import default_storage_url
     from test_cli import run_cli
 
     env = {**runs_env, "DATASET": "digits", "SPACE": "finetune", "WEIGHTS": "none", "BACKBONES": "mobilenet_0.25",
@@ -268,7 +268,10 @@ def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weig
     from search.records import FAIL_REASON_ATTR
     from search.study import open_study
     from search.tracking import Tracker
-    from storage import RunsLayout, default_storage_url, local_tracking_uri, open_storage
+    from storage.layout import RunsLayout
+    from storage.mlflow_store import local_tracking_uri
+    from storage.optuna_storage import open_storage
+    from storage.urls import default_storage_url
 
     data = DatasetSpec("digits").load(tmp_path / "data")
     settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "finetune",

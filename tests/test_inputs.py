@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO
 from search.cli import OPTIONS, main
 from spaces import get_space
-from storage import default_storage_url
+from storage.urls import default_storage_url
 from storage.files import HOST
 from test_cli import run_cli
 

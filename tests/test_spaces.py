@@ -6,7 +6,7 @@ import numpy as np
 import optuna
 import pytest
 
-from search.errors import UserError
+from storage.errors import UserError
 from spaces import SPACES, get_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

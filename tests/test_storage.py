@@ -9,8 +9,11 @@ import optuna
 import pytest
 import sqlalchemy
 
-from search.errors import UserError
-from storage import RunsLayout, default_storage_url, local_tracking_uri, mask_url, open_storage
+from storage.errors import UserError
+from storage.layout import RunsLayout
+from storage.mlflow_store import local_tracking_uri
+from storage.optuna_storage import open_storage
+from storage.urls import default_storage_url, mask_url
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import REPO, wait_for_http
 from search.faults import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
-from storage import default_storage_url
+from storage.urls import default_storage_url
 from search import records
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"

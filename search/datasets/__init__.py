@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from search.datasets.base import CACHE_VERSION, SPLIT_SEED, Dataset, carve_validation, check_labeled, load_cache, save_cache
-from search.errors import UserError
+from storage.errors import UserError
 
 NATIVE_SIZE = {"tinyimagenet": 64, "cifar10": 32, "cifar100": 32, "mnist": 28, "fashion_mnist": 28, "digits": 8, "folder": 64}
 DATASETS = tuple(NATIVE_SIZE)

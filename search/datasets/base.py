@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from search.errors import UserError
+from storage.errors import UserError
 from storage.files import remove_leftovers, write_atomic
 
 # The validation split is carved with this seed whatever SEED is, so every trial,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from search.datasets.base import Labeled
-from search.errors import UserError
+from storage.errors import UserError
 
 CIFAR10 = "airplane automobile bird cat deer dog frog horse ship truck".split()
 FASHION = "t-shirt trouser pullover dress coat sandal shirt sneaker bag ankle-boot".split()

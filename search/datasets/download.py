@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from search.errors import UserError
+from storage.errors import UserError
 
 
 def md5sum(path: Path) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 
 from search.datasets.base import Labeled
 from search.datasets.images import decode_images
-from search.errors import UserError
+from storage.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 HELD_OUT_NAMES = ("validation", "test")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from search.errors import UserError
+from storage.errors import UserError
 
 # More unreadable images than this fraction is an error rather than a warning.
 MAX_BAD_FRACTION = 0.01
