@@ -28,9 +28,8 @@ from search.workers import run_local_workers, worker_argv
 from spaces import SPACES, SearchSpace, space_options
 from storage.layout import RunsLayout
 from storage.mlflow_store import local_tracking_uri
-from storage.optuna_storage import open_storage
+from storage.optuna_storage import DEFAULT_DB_RETRY_S, open_storage
 from storage.urls import default_storage_url, mask_url
-from storage.optuna_storage import DEFAULT_DB_RETRY_S
 from storage.reconnect import DatabaseLost
 
 DEFAULT_TRIALS = 20

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import keras_tuner
@@ -108,7 +108,7 @@ class OptunaOracle(keras_tuner.Oracle):
 class AutoKerasCandidate(Candidate):
     """No model until AutoKeras builds it in ``AutoKerasSpace.fit``, for ``num_classes`` classes."""
 
-    num_classes: int = 0
+    num_classes: int = field(kw_only=True)
 
 
 def _tuner_class():

@@ -146,6 +146,7 @@ def test_a_stale_trial_is_queued_again_only_while_the_study_needs_it(tmp_path, t
         assert waiting == []
         assert run.data.tags[records.FAILURE_REASON_TAG] == STALE_NOT_NEEDED_REASON
 
+
 @pytest.mark.parametrize("sent,code,line,reason", [
     (signal.SIGTERM, 143, "terminated (SIGTERM); run the same command again to resume the study", "Terminated"),
     (signal.SIGINT, 130, "interrupted; run the same command again to resume the study", "KeyboardInterrupt"),
