@@ -3,17 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-RUNS_DIR ?= runs
-DASHBOARD_PORT ?= 8080
-MLFLOW_PORT ?= 5000
-
-# Every setting reaches `python -m search` as an environment variable of the same name.
-export DATASET SPACE TRIALS EPOCHS BUDGET TIMEOUT MAX_EPOCH_SECONDS IMAGE_SIZE STORAGE STUDY RUNS_DIR DATA_DIR \
-       SAMPLER PRUNER SEED LABELS FOLDER MLFLOW_TRACKING_URI TRIALS_PER_PROCESS \
-       MAX_BLOCKS BACKBONES WEIGHTS WEIGHTS_DIR MAX_MODEL_SIZE PRETRAINED WORKERS HEARTBEAT DB_RETRY \
-       HOST DASHBOARD_PORT MLFLOW_PORT REPORT
-
+# Every setting (search/settings.py declares them, with their defaults) reaches `python -m search`
+# as an environment variable: make passes on the variables of its command line and environment.
 
 .PHONY: install search worker export evaluate report dashboard mlflow test bench clean
 
@@ -40,19 +31,19 @@ evaluate: install
 report: install
 	$(BIN)/python -m search report
 
-# Database URLs reach the dashboards through the environment, not a command line `ps` shows.
 dashboard: install
-	$(BIN)/python -m search.dashboards dashboard
+	$(BIN)/python -m search dashboard
 
 mlflow: install
-	$(BIN)/python -m search.dashboards mlflow
+	$(BIN)/python -m search mlflow
 
+# Two test processes, one a core (--dist loadgroup keeps an xdist_group on one of them).
 test: install
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/prepare.py
 
-clean:
-	rm -rf $(RUNS_DIR)
+clean: install
+	rm -rf "$$($(BIN)/python -m search.settings --value runs_dir)"

@@ -24,12 +24,11 @@ import keras
 import optuna
 import psutil
 
-from search.checkpoints import BestCheckpoint
 from search.datasets import DatasetSpec
-from search.objective import Objective
-from search.study import open_study
-from search.tracking import Tracker
-from spaces import get_space
+from search.results.checkpoints import BestCheckpoint
+from search.results.mlflow_runs import Tracker
+from search.trials.engine import Search
+from search.trials.study import get_space, open_study
 from storage.layout import RunsLayout
 from storage.mlflow_store import local_tracking_uri
 from storage.optuna_storage import open_storage
@@ -49,13 +48,14 @@ def ours(root: Path, data, space_name: str, n_trials: int, params: dict | None, 
     settings = {**SETTINGS, "space": space_name}
     study = open_study(storage, "bench", settings, exists=False)
     tracker = Tracker(local_tracking_uri(RunsLayout(root)), study, settings, root / "artifacts")
-    checkpoint = BestCheckpoint(root / "checkpoints")
-    objective = Objective(get_space(space_name), data, settings["epochs"], tracker, checkpoint, fixed=settings, seed=0)
+    search = Search(study, storage, get_space(space_name), data, tracker, BestCheckpoint(root / "checkpoints"),
+                    epochs=settings["epochs"], fixed=settings, seed=0)
     for _ in range(n_trials if params else 0):
         study.enqueue_trial(params)
-    callbacks = [checkpoint.after_trial, tracker.after_trial] + ([on_trial] if on_trial else [])
+    # The trial's own bookkeeping: its MLflow run and checkpoint, and the best-run tag.
+    callbacks = [search.checkpoint.after_trial, tracker.after_trial] + ([on_trial] if on_trial else [])
     started = time.perf_counter()
-    study.optimize(objective, n_trials=n_trials, callbacks=callbacks, catch=(Exception,))
+    study.optimize(search.objective, n_trials=n_trials, callbacks=callbacks, catch=(Exception,))
     return time.perf_counter() - started
 
 

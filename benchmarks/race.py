@@ -148,7 +148,7 @@ def run_system(name: str, data_dir: Path, size: int, budget: float, work: Path, 
     (work / f"{name}.start").write_text(str(start))
     shape, classes = data.image_shape, data.num_classes
     if name in ("ours", "finetune"):
-        from search.cli import main
+        from search.command_line.main import main
 
         argv = ["search", "--dataset", "tinyimagenet", "--image-size", str(size), "--budget", str(budget),
                 "--runs-dir", str(work / f"{name}-runs"), "--data-dir", str(data_dir)]

@@ -3,7 +3,7 @@
 The objective sleeps 1 second, so N workers ideally finish N trials a second; the figure is
 the measured rate as a fraction of that. Each worker opens the storage the way a search does
 (``storage.optuna_storage.open_storage``, heartbeat on) and reaches the target the way our workers do
-(``search.target``: claim each trial, stop at the target; trials past it are surplus). Storages: the PostgreSQL server at 127.0.0.1:5432 (database ``test``) and the
+(``search.trials.trial_target``: claim each trial, stop at the target; trials past it are surplus). Storages: the PostgreSQL server at 127.0.0.1:5432 (database ``test``) and the
 local default, a SQLite file. Errors (e.g. SQLite's "database is locked") are counted.
 
 Run: .venv/bin/python benchmarks/workers.py [--per-worker 8] [--postgres postgresql://...]
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import optuna
 
-from search.target import StopAtTarget, claim, finished_count
+from search.trials.trial_target import StopAtTarget, claim, finished_count
 from storage.optuna_storage import open_storage
 from storage.urls import default_storage_url
 

@@ -1,5 +1,5 @@
 import sys
 
-from search.cli import main
+from search.command_line.main import main
 
 sys.exit(main())

@@ -5,12 +5,15 @@ These names are stored: a study or an MLflow store written by one version is rea
 next (resume, workers, export, report), so a name here changes only with a migration.
 """
 
+import os
+import socket
+
 # The metric Optuna maximises: Keras's name for it, and the study's metric name.
 OBJECTIVE = "val_accuracy"
 OBJECTIVE_METRIC = "objective"  # MLflow metric on a complete trial's run: its value in the study
 
 # Study user attrs.
-SETTINGS_ATTR = "settings"  # what the study is (search/study.py STUDY_KEYS), fixed at creation
+SETTINGS_ATTR = "settings"  # what the study is (search/settings.py STUDY_KEYS), fixed at creation
 SPACE_OPTIONS = "space_options"  # the key, in the recorded settings, of the space's own settings
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the study's MLflow run
 BEST_RUN_ATTR = "mlflow_best_run_id"  # the run that carries the BEST_TAG
@@ -18,9 +21,10 @@ BEST_RUN_ATTR = "mlflow_best_run_id"  # the run that carries the BEST_TAG
 # Trial user attrs.
 RUN_ID_ATTR = "mlflow_run_id"  # the trial's MLflow run
 WORKER_ATTR = "worker"  # host:pid of the process that runs the trial (also a run tag)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as WORKER_ATTR names it
 FAIL_REASON_ATTR = "fail_reason"  # why a trial failed, one line
 PRUNE_REASON_ATTR = "prune_reason"  # why a trial was pruned (also the run tag's name)
-SURPLUS_ATTR = "surplus"  # pruned as not needed for TRIALS (search/target.py); does not count
+SURPLUS_ATTR = "surplus"  # pruned as not needed for TRIALS (search/trials/trial_target.py); does not count
 EPOCH_SECONDS_ATTR = "epoch_seconds"  # the slowest epoch's projected seconds (also a metric)
 PLANNED_EPOCHS_ATTR = "planned_epochs"  # the epochs the trial planned, once cut to fit the budget
 DEADLINE_ATTR = "stopped_at_deadline"  # the epoch (from 1) after which the budget's deadline stopped it

@@ -1,4 +1,5 @@
-"""Search spaces. Add one: a module with a SearchSpace subclass, and one line in SPACES."""
+"""Search spaces. Add one: a module with a SearchSpace subclass, one line in SPACES, and a line in
+search/settings.py for each of its options."""
 
 from __future__ import annotations
 
@@ -35,11 +36,6 @@ def space_options(name: str) -> list[str]:
     return [f.name for f in dataclasses.fields(space_class(name))]
 
 
-def get_space(name: str, **options) -> SearchSpace:
-    """The space registered as ``name``, built with ``options``."""
-    return space_class(name)(**options)
-
-
 def load_model(path: str | Path, compile: bool = True) -> keras.Model:
     """``keras.saving.load_model`` for any model a space built (a checkpoint or an export).
 
@@ -52,4 +48,4 @@ def load_model(path: str | Path, compile: bool = True) -> keras.Model:
     return keras.saving.load_model(path, compile=compile)
 
 
-__all__ = ["SPACES", "Candidate", "Phase", "SearchSpace", "get_space", "load_model", "space_class", "space_options"]
+__all__ = ["SPACES", "Candidate", "Phase", "SearchSpace", "load_model", "space_class", "space_options"]

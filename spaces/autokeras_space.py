@@ -20,7 +20,6 @@ import optuna
 from keras_tuner.src.engine import trial as kt_trial
 from keras_tuner.src.engine.hyperparameters import hp_types
 
-from storage.errors import UserError
 from spaces.base import Candidate, SearchSpace
 
 BATCH_SIZE = 32  # AutoKeras's own default; its image classifier does not tune it
@@ -133,7 +132,7 @@ def _tuner_class():
     return OptunaTuner
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AutoKerasSpace(SearchSpace):
     """AutoKeras's ImageClassifier: ImageBlock (vanilla / resnet / xception / efficient), its
     normalisation and augmentation, classification head, optimizer and learning rate.
@@ -143,12 +142,8 @@ class AutoKerasSpace(SearchSpace):
     blocks download ImageNet weights through Keras, which fails offline.
     """
 
-    max_model_size: int | None = None
-    pretrained: str = "yes"
-
-    def __post_init__(self):
-        if self.pretrained not in ("yes", "no"):
-            raise UserError(f"PRETRAINED={self.pretrained!r}: choose yes or no")
+    max_model_size: int | None
+    pretrained: str
 
     @property
     def fixed(self) -> dict:

@@ -29,9 +29,6 @@ from keras import layers, ops
 
 from storage.errors import UserError
 
-WEIGHTS = ("imagenet", "none")
-
-
 class WeightsUnavailable(UserError):
     """A backbone's pretrained weights cannot be had here (no file, or no download)."""
 

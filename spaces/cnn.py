@@ -44,7 +44,7 @@ def residual_unit(x, width: int, activation: str, name: str):
     return layers.Add(name=f"{name}_add")([x, y])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CNNSpace(SearchSpace):
     """``conv_blocks`` stages, each halving the resolution, then global pooling and a softmax.
 
@@ -55,7 +55,7 @@ class CNNSpace(SearchSpace):
     them further so the last stage still sees at least 2x2 pixels.
     """
 
-    max_blocks: int = 4
+    max_blocks: int
     min_image_size = 8
 
     def _block_cap(self, image_shape) -> int:

@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from storage.errors import UserError
-from spaces.backbones import (WEIGHTS, ZOO, BackbonePreprocess, WeightsUnavailable, cut_blocks,
+from spaces.backbones import (ZOO, BackbonePreprocess, WeightsUnavailable, cut_blocks,
                               load_backbone, parse_choice, weights_file, weights_path)
 from spaces.base import Candidate, Phase, SearchSpace
 from spaces.common import TRAINING_START, augment, compile_classifier, dense_head, image_input, recompile
@@ -39,7 +39,7 @@ def unfreeze(backbone: keras.Model, top: list[keras.layers.Layer]) -> None:
         layer.trainable = id(layer) in chosen
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FinetuneSpace(SearchSpace):
     """A pretrained backbone (sampled from ``backbones``), resized input, a new head, two phases.
 
@@ -52,14 +52,12 @@ class FinetuneSpace(SearchSpace):
     holds any.
     """
 
-    backbones: str | None = None
-    weights: str = "imagenet"
-    weights_dir: str | None = None
+    backbones: str | None
+    weights: str
+    weights_dir: str | None
     location_options = ("weights_dir",)
 
     def __post_init__(self):
-        if self.weights not in WEIGHTS:
-            raise UserError(f"unknown WEIGHTS {self.weights!r}; choose one of: {', '.join(WEIGHTS)}")
         names = parse_choice(self.backbones, self._has_file if self._from_folder else None)
         self.backbones = ",".join(names)
 

@@ -13,11 +13,11 @@ from spaces.common import BN_MOMENTUM, TRAINING_START, compile_classifier, image
 ACTIVATIONS = ("relu", "elu", "gelu", "swish")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MLPSpace(SearchSpace):
     """Flatten -> 1..``max_layers`` dense layers (constant or pyramid) -> softmax."""
 
-    max_layers: int = 4
+    max_layers: int
 
     def initial_params(self, image_shape) -> list[dict]:
         """Two 256-unit relu layers with batch norm and light dropout."""

@@ -11,7 +11,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from storage.errors import UserError
 from spaces.autokeras_space import OptunaHyperParameters, OptunaOracle
+from conftest import new_search
 from search import records
+from search.command_line.main import parse_args
+from search.trials.study import get_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -70,15 +73,13 @@ def test_pretrained_no_pins_every_pretrained_hyperparameter_and_drops_that_start
     assert trial.distributions["image_block_1/res_net_block_1/version"] == CategoricalDistribution(
         ["resnet50", "resnet101"])  # the rest is sampled as before
 
-    from spaces import get_space
-
     everything = get_space("autokeras").initial_params((32, 32, 3))
     offline = get_space("autokeras", pretrained="no").initial_params((32, 32, 3))
     assert [c["image_block_1/block_type"] for c in everything] == ["vanilla", "resnet", "efficient"]
     assert offline == everything[:2]  # the EfficientNet-B7 starting point is the pretrained one
     assert get_space("autokeras", pretrained="no").check_ready() == []
-    with pytest.raises(UserError, match="PRETRAINED='maybe': choose yes or no"):
-        get_space("autokeras", pretrained="maybe")
+    with pytest.raises(UserError, match="unknown PRETRAINED 'maybe'; choose one of: yes, no"):
+        parse_args(["search", "--pretrained", "maybe"])
 
 
 def test_a_hyperparameter_first_seen_while_building_is_sampled_by_optuna():
@@ -93,32 +94,6 @@ def test_a_hyperparameter_first_seen_while_building_is_sampled_by_optuna():
     assert trial.params == {"image_block_1/augment": True, "late/zoom": 0.2}
 
 
-def make_objective(tmp_path, epochs, pruner=None, **space_options):
-    """A digits study on the autokeras space, tracked in tmp_path; returns (study, tracker, checkpoint, objective, data)."""
-    from search.checkpoints import BestCheckpoint
-    from search.datasets import DatasetSpec
-    from search.objective import Objective
-    from search.study import open_study
-    from search.tracking import Tracker
-    from spaces import get_space
-    from storage.layout import RunsLayout
-    from storage.mlflow_store import local_tracking_uri
-    from storage.optuna_storage import open_storage
-    from storage.urls import default_storage_url
-
-    data = DatasetSpec("digits").load(tmp_path / "data")
-    settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "autokeras",
-                "epochs": epochs, "sampler": "tpe", "pruner": "none", "seed": 0}
-    study = open_study(open_storage(default_storage_url(tmp_path / "optuna.db")), "s", settings, exists=False)
-    if pruner is not None:
-        study.pruner = pruner
-    tracker = Tracker(local_tracking_uri(RunsLayout(tmp_path)), study, settings, tmp_path / "artifacts")
-    checkpoint = BestCheckpoint(tmp_path / "checkpoints")
-    space = get_space("autokeras", **space_options)
-    objective = Objective(space, data, epochs, tracker, checkpoint, fixed={**settings, **space.settings()}, seed=0)
-    return study, tracker, checkpoint, objective, data
-
-
 def vanilla() -> dict:
     """AutoKeras's first starting point: its small vanilla CNN."""
     from autokeras.tuners import task_specific
@@ -126,12 +101,13 @@ def vanilla() -> dict:
     return dict(task_specific.IMAGE_CLASSIFIER[0])
 
 
-def test_an_autokeras_trial_runs_through_our_objective_and_its_model_reloads(tmp_path):
+def test_an_autokeras_trial_runs_through_our_objective_and_its_model_reloads(tmp_path, digits):
     """AutoKeras's own vanilla starting point, 1 epoch on digits: tracked, checkpointed, reloadable."""
     import keras
     import numpy as np
 
-    study, tracker, checkpoint, objective, data = make_objective(tmp_path, epochs=1)
+    search = new_search(tmp_path, digits, "autokeras", epochs=1, pruner=optuna.pruners.NopPruner())
+    study, tracker, checkpoint, objective, data = search.study, search.tracker, search.checkpoint, search.objective, digits
     study.enqueue_trial(vanilla())
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
@@ -152,9 +128,10 @@ def test_an_autokeras_trial_runs_through_our_objective_and_its_model_reloads(tmp
     assert float((predicted == data.y_val).mean()) == pytest.approx(trial.value, abs=0.02)
 
 
-def test_the_median_pruner_stops_an_autokeras_trial_after_its_first_epoch(tmp_path):
-    study, tracker, checkpoint, objective, _ = make_objective(
-        tmp_path, epochs=3, pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+def test_the_median_pruner_stops_an_autokeras_trial_after_its_first_epoch(tmp_path, digits):
+    search = new_search(tmp_path, digits, "autokeras", epochs=3,
+                        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    study, tracker, checkpoint, objective = search.study, search.tracker, search.checkpoint, search.objective
     study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0, 2: 1.0}))
     study.enqueue_trial(vanilla())
     study.optimize(objective, n_trials=1)
@@ -169,8 +146,10 @@ def test_the_median_pruner_stops_an_autokeras_trial_after_its_first_epoch(tmp_pa
     assert not any(checkpoint.folder.glob("*.keras"))
 
 
-def test_a_model_over_max_model_size_is_pruned_before_training(tmp_path):
-    study, tracker, _, objective, _ = make_objective(tmp_path, epochs=1, max_model_size=1000)
+def test_a_model_over_max_model_size_is_pruned_before_training(tmp_path, digits):
+    space = get_space("autokeras", max_model_size=1000)
+    search = new_search(tmp_path, digits, space, epochs=1, pruner=optuna.pruners.NopPruner())
+    study, tracker, objective = search.study, search.tracker, search.objective
     study.enqueue_trial(vanilla())
     study.optimize(objective, n_trials=1)
 
@@ -255,7 +234,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     assert len(finished) == 2
     assert all("image_block_1/block_type" in t.params for t in finished)
 
-    from search.cli import main
+    from search.command_line.main import main
 
     capsys.readouterr()
     assert main(["export", "--study", "digits-autokeras"]) == 0  # in this process: a fresh one is the next test
@@ -272,7 +251,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     assert float((predicted == data.y_test).mean()) == pytest.approx(result["top1"], abs=1e-6)
 
 
-def test_load_model_imports_autokeras_only_for_a_model_that_needs_it(tmp_path):
+def test_load_model_imports_autokeras_only_for_a_model_that_needs_it(tmp_path, digits):
     """In a fresh process: an AutoKeras model loads through spaces.load_model, another one without AutoKeras."""
     import subprocess
     import sys
@@ -281,7 +260,8 @@ def test_load_model_imports_autokeras_only_for_a_model_that_needs_it(tmp_path):
 
     from conftest import REPO
 
-    study, _, checkpoint, objective, data = make_objective(tmp_path, epochs=1)
+    search = new_search(tmp_path, digits, "autokeras", epochs=1, pruner=optuna.pruners.NopPruner())
+    study, checkpoint, objective = search.study, search.checkpoint, search.objective
     study.enqueue_trial(vanilla())
     study.optimize(objective, n_trials=1)
     _, autokeras_model = checkpoint.best(study)

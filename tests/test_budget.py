@@ -10,23 +10,17 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search import budget as budget_module
-from search.budget import Budget, EpochPlan
-from search.cli import main
-from search.training import warmup_cosine
-from spaces import get_space
+from search.trials import budget as budget_module
+from search.trials.budget import Budget, EpochPlan
+from search.command_line.main import main
+from search.trials.training import warmup_cosine
+from search.trials.study import get_space
 from storage.urls import default_storage_url
-from test_objective import GOOD, children, make_run
+from conftest import GOOD_MLP as GOOD
+from conftest import new_search, trial_runs
 from search import records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    from search.datasets import DatasetSpec
-
-    return DatasetSpec("digits").load(tmp_path_factory.mktemp("data"))
 
 
 def test_the_schedule_warms_up_then_anneals_to_zero():
@@ -42,10 +36,11 @@ def test_the_schedule_warms_up_then_anneals_to_zero():
 
 def test_a_trial_follows_the_schedule_over_its_planned_epochs(tmp_path, digits):
     """The learning rate logged per epoch rises through the warmup, then falls to near zero."""
-    study, tracker, _, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=5)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=5)
+    study, tracker, objective = search.study, search.tracker, search.objective
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1)
-    run = children(tracker)[0]
+    run = trial_runs(tracker)[0]
     rates = [m.value for m in tracker.client.get_metric_history(run.info.run_id, "learning_rate")]
     peak = GOOD["learning_rate"]
     assert len(rates) == 5
@@ -57,7 +52,8 @@ def test_a_trial_follows_the_schedule_over_its_planned_epochs(tmp_path, digits):
 def test_a_trial_running_at_the_deadline_stops_at_its_epoch_end_and_keeps_its_value(tmp_path, digits, monkeypatch):
     """With the projection switched off (as if it had guessed too short), the deadline still holds."""
     monkeypatch.setattr(EpochPlan, "fit_to", lambda *args: None)
-    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=500)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=500)
+    study, tracker, checkpoint, objective = search.study, search.tracker, search.checkpoint, search.objective
     objective.deadline = time.monotonic() + 1.5
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1, callbacks=[checkpoint.after_trial])
@@ -67,11 +63,12 @@ def test_a_trial_running_at_the_deadline_stops_at_its_epoch_end_and_keeps_its_va
     assert len(trial.intermediate_values) == stopped
     assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
     assert checkpoint.path(0).is_file()  # the model it reached is kept as the best
-    assert children(tracker)[0].data.tags[records.DEADLINE_ATTR] == str(stopped)
+    assert trial_runs(tracker)[0].data.tags[records.DEADLINE_ATTR] == str(stopped)
 
 
 def test_a_trial_that_cannot_finish_in_the_time_left_is_cut_to_fit(tmp_path, digits):
-    study, tracker, _, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=60)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=60)
+    study, tracker, objective = search.study, search.tracker, search.objective
     deadline_wall = time.time() + 8  # MLflow stamps metrics with the wall clock
     objective.deadline = time.monotonic() + 8
     study.enqueue_trial(GOOD)
@@ -83,12 +80,13 @@ def test_a_trial_that_cannot_finish_in_the_time_left_is_cut_to_fit(tmp_path, dig
     assert len(trial.intermediate_values) == planned
     # Its last epoch ended by the deadline, give or take one epoch's projection error (the
     # bookkeeping after training, a loaded machine's business, is not the plan's to fit).
-    last = tracker.client.get_metric_history(children(tracker)[0].info.run_id, "val_accuracy")[-1]
+    last = tracker.client.get_metric_history(trial_runs(tracker)[0].info.run_id, "val_accuracy")[-1]
     assert last.timestamp / 1000 < deadline_wall + trial.user_attrs[records.EPOCH_SECONDS_ATTR]
 
 
 def test_a_trial_too_slow_for_the_time_left_is_skipped_within_its_first_epoch(tmp_path, digits):
-    study, _, _, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=300)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=300)
+    study, objective = search.study, search.objective
     objective.deadline = time.monotonic() + 0.5
     study.enqueue_trial({**GOOD, "batch_size": 32})
     study.optimize(objective, n_trials=1)

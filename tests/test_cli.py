@@ -13,17 +13,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, jpeg_bytes, make_tiny_tree, zip_tree
-from search.cli import main
+from conftest import REPO, jpeg_bytes, make_tiny_tree, run_cli, zip_tree
+from search.command_line.main import main
 from storage.urls import default_storage_url
 from search import records
-
-
-def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "search", *args], cwd=REPO, env={**os.environ, **env},
-        capture_output=True, text=True, timeout=600,
-    )
 
 
 def test_search_resume_export_evaluate(runs_env):
@@ -133,7 +126,7 @@ def test_bad_env_value_is_one_line(runs_env, monkeypatch, capsys):
 
 
 def test_resume_with_other_settings_is_refused_and_leaves_the_study(runs_env, capsys):
-    from search.study import open_study, resolve_settings
+    from search.trials.study import open_study, resolve_settings
     from storage.optuna_storage import open_storage
 
     Path(runs_env["RUNS_DIR"]).mkdir()
@@ -235,7 +228,7 @@ def test_a_worker_cannot_join_a_missing_study(runs_env, capsys):
 
 
 def test_a_worker_with_other_settings_is_refused_and_leaves_the_study(runs_env, capsys):
-    from search.study import open_study, resolve_settings
+    from search.trials.study import open_study, resolve_settings
     from storage.optuna_storage import open_storage
 
     Path(runs_env["RUNS_DIR"]).mkdir()

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO
-from search.cli import COMMANDS, OPTIONS
+from search.settings import BY_NAME, COMMANDS
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -29,19 +29,15 @@ def test_the_services_are_there_and_their_commands_exist():
         assert command[:3] == ["python", "-m", "search"] and command[3] in COMMANDS
         assert SERVICES[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert (Path(sys.executable).parent / SERVICES["mlflow"]["command"][0]).is_file()  # the image's .venv has it
-    assert SERVICES["dashboard"]["command"] == ["python", "-m", "search.dashboards", "dashboard"]
-    assert (REPO / "search" / "dashboards.py").is_file()
+    assert SERVICES["dashboard"]["command"] == ["python", "-m", "search", "dashboard"]
 
 
 def test_every_variable_the_project_containers_set_is_one_the_code_reads():
-    read = {name.upper() for name in OPTIONS}
-    for name in ("search", "worker"):
-        assert set(SERVICES[name]["environment"]) <= read
+    for name in ("search", "worker", "dashboard"):  # each a setting that command reads
+        assert all(name in BY_NAME[env.lower()].commands for env in SERVICES[name]["environment"]), name
     env = SERVICES["worker"]["environment"]
     assert env["STORAGE"].startswith("postgresql://") and env["STORAGE"].endswith("@postgres:5432/optuna")
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    dashboards = (REPO / "search" / "dashboards.py").read_text()
-    assert all(f'os.environ.get("{name}")' in dashboards for name in SERVICES["dashboard"]["environment"])
     # mlflow server reads its backend store from this variable (a click envvar of --backend-store-uri)
     from mlflow.cli import server
 

@@ -25,17 +25,8 @@ def serve(target: str, port: int, env: dict, tmp_path) -> tuple[str, list[str], 
     return log_path.read_text(), commands, listening
 
 
-@pytest.fixture
-def pg_study():
-    storage = optuna.storages.RDBStorage("postgresql://postgres@127.0.0.1:5432/test")
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    optuna.create_study(study_name=name, storage=storage)
-    yield name
-    optuna.delete_study(study_name=name, storage=storage)
-    storage.engine.dispose()
-
-
-def test_the_optuna_dashboard_binds_to_localhost_and_hides_the_password(runs_env, tmp_path, pg_study):
+def test_the_optuna_dashboard_binds_to_localhost_and_hides_the_password(runs_env, tmp_path, pg, pg_study):
+    optuna.create_study(study_name=pg_study, storage=pg)
     port = free_port()
     out, commands, listening = serve("dashboard", port, {
         "STORAGE": f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/test", "DASHBOARD_PORT": str(port)}, tmp_path)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -80,17 +79,6 @@ def proxy():
     proxy.cut()
 
 
-@pytest.fixture
-def pg_study():
-    """A fresh study name in the PostgreSQL test database (direct, not proxied), deleted afterwards."""
-    storage = optuna.storages.RDBStorage("postgresql://postgres@127.0.0.1:5432/test")
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield storage, name
-    if name in optuna.get_all_study_names(storage):
-        optuna.delete_study(study_name=name, storage=storage)
-    storage.engine.dispose()
-
-
 def start_search(runs_env: dict, proxy: TcpProxy, study: str, log: Path, **settings: str) -> subprocess.Popen:
     env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "STUDY": study,
            "STORAGE": f"postgresql://postgres@127.0.0.1:{proxy.port}/test", **settings}
@@ -133,8 +121,8 @@ def test_every_error_a_cut_connection_raises_is_taken_for_a_lost_database(proxy)
     assert not is_connection_lost(refused)  # a statement the database refused is not retried
 
 
-def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, pg_study, tmp_path):
-    storage, name = pg_study
+def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, pg, pg_study, tmp_path):
+    storage, name = pg, pg_study
     log = tmp_path / "search.log"
     search = start_search(runs_env, proxy, name, log, TRIALS="2", EPOCHS="5", DB_RETRY="60")
     wait_for_running_trial(storage, name, search, log)
@@ -149,8 +137,9 @@ def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, 
     assert states.count("COMPLETE") == 2 and "RUNNING" not in states and "FAIL" not in states
 
 
-def test_a_long_outage_stops_the_search_with_one_line_and_keeps_finished_trials(runs_env, proxy, pg_study, tmp_path):
-    storage, name = pg_study
+def test_a_long_outage_stops_the_search_with_one_line_and_keeps_finished_trials(runs_env, proxy, pg, pg_study,
+                                                                              tmp_path):
+    storage, name = pg, pg_study
     log = tmp_path / "search.log"
     search = start_search(runs_env, proxy, name, log, TRIALS="20", EPOCHS="5", DB_RETRY="3")
     wait_for_running_trial(storage, name, search, log)

@@ -10,9 +10,11 @@ import optuna
 import pytest
 
 from storage.errors import UserError
-from spaces import get_space
-from spaces.backbones import ZOO, WeightsUnavailable, blocks, parse_choice
+from search.command_line.main import parse_args
+from search.trials.study import get_space
+from spaces.backbones import FAMILIES, ZOO, WeightsUnavailable, blocks, parse_choice
 from spaces.finetune import tunable_layers
+from conftest import new_search
 from search import records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,8 +56,10 @@ def test_weight_files_and_hashes_are_the_ones_keras_asks_for(monkeypatch):
         keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("name", list(ZOO))
-def test_every_backbone_builds_trains_a_step_and_exports(name, tmp_path):
+@pytest.mark.parametrize("name", [variants[0] for variants in FAMILIES.values()])
+def test_every_backbone_family_builds_trains_a_step_and_exports(name, tmp_path):
+    """One variant per family: a family's variants differ only in width, which the file and hash
+    test above covers for each."""
     candidate, _ = build({"backbone": name, "unfreeze_fraction": 1.0})
     model = candidate.model
     x, y = images()
@@ -176,8 +180,8 @@ def test_parse_choice():
     assert parse_choice("mobilenet", lambda name: False) == parse_choice("mobilenet")
     with pytest.raises(UserError, match="unknown backbone 'resnet9'"):
         parse_choice("resnet9")
-    with pytest.raises(UserError, match="unknown WEIGHTS 'random'"):
-        get_space("finetune", weights="random")
+    with pytest.raises(UserError, match="unknown WEIGHTS 'random'; choose one of: imagenet, none"):
+        parse_args(["search", "--weights", "random"])
 
 
 def test_real_imagenet_weights_transfer(shared_dir, shared_weights, tmp_path):
@@ -208,10 +212,10 @@ def test_search_records_both_phases_and_exports_a_model_for_raw_uint8(runs_env, 
 
     from mlflow.tracking import MlflowClient
 
-    from search.cli import main
+    from search.command_line.main import main
     from search.datasets import DatasetSpec
     from storage.urls import default_storage_url
-    from test_cli import run_cli
+    from conftest import run_cli
 
     env = {**runs_env, "DATASET": "digits", "SPACE": "finetune", "WEIGHTS": "none", "BACKBONES": "mobilenet_0.25",
            "TRIALS": "1", "EPOCHS": "2"}
@@ -248,7 +252,7 @@ def test_search_records_both_phases_and_exports_a_model_for_raw_uint8(runs_env, 
 
 
 def test_search_stops_at_once_when_no_backbone_can_load(runs_env, tmp_path):
-    from test_cli import run_cli
+    from conftest import run_cli
 
     empty = tmp_path / "weights"
     empty.mkdir()
@@ -261,25 +265,12 @@ def test_search_stops_at_once_when_no_backbone_can_load(runs_env, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weights):
-    from search.checkpoints import BestCheckpoint
-    from search.datasets import DatasetSpec
-    from search.objective import Objective
+def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weights, digits):
     from search.records import FAIL_REASON_ATTR
-    from search.study import open_study
-    from search.tracking import Tracker
-    from storage.layout import RunsLayout
-    from storage.mlflow_store import local_tracking_uri
-    from storage.optuna_storage import open_storage
-    from storage.urls import default_storage_url
 
-    data = DatasetSpec("digits").load(tmp_path / "data")
-    settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "finetune",
-                "epochs": 1, "sampler": "tpe", "pruner": "none", "seed": 0}
-    study = open_study(open_storage(default_storage_url(tmp_path / "optuna.db")), "s", settings, exists=False)
-    tracker = Tracker(local_tracking_uri(RunsLayout(tmp_path)), study, settings, tmp_path / "artifacts")
     space = get_space("finetune", backbones="mobilenet_0.25,mobilenet_v3_small", weights_dir=str(shared_weights))
-    objective = Objective(space, data, 1, tracker, BestCheckpoint(tmp_path / "checkpoints"), fixed=settings)
+    search = new_search(tmp_path, digits, space, epochs=1, pruner=optuna.pruners.NopPruner())
+    study, objective = search.study, search.objective
     study.enqueue_trial({**RECIPE, "backbone": "mobilenet_v3_small"})
     study.enqueue_trial({**RECIPE, "backbone": "mobilenet_0.25", "frozen_epoch_share": 1.0})
     study.optimize(objective, n_trials=2, catch=(Exception,))
@@ -294,7 +285,7 @@ def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weig
 def test_a_resumed_study_keeps_its_recorded_backbones(shared_weights, tmp_path):
     """The family is expanded once, when the study is created; resuming uses the record, folders may differ."""
     from search.records import SPACE_OPTIONS
-    from search.study import resolve_space
+    from search.trials.study import resolve_space
 
     settings = {"space": "finetune"}
     created = resolve_space(settings, {"backbones": "mobilenet", "weights_dir": str(shared_weights)}, False, "s")

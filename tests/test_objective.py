@@ -6,56 +6,21 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.checkpoints import BestCheckpoint
-from search.datasets import DatasetSpec
-from search.objective import Objective
-from search.study import open_study
-from search.tracking import Tracker
-from spaces import get_space
-from storage.layout import RunsLayout
-from storage.mlflow_store import local_tracking_uri
-from storage.optuna_storage import open_storage
-from storage.urls import default_storage_url
-from storage.reconnect import DatabaseLost
+from conftest import GOOD_MLP as GOOD
+from conftest import new_search, trial_runs
 from search import records
+from search.results.mlflow_runs import Tracker
+from storage.reconnect import DatabaseLost
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-GOOD = {"layers": 1, "units": 256, "activation": "relu", "batch_norm": False, "dropout": 0.0,
-        "optimizer": "adam", "learning_rate": 3e-3, "weight_decay": 1e-6, "label_smoothing": 0.0, "batch_size": 32}
 BAD = {**GOOD, "optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.8, "units": 64, "batch_size": 256}
 EXPLODING = {**GOOD, "optimizer": "sgd", "learning_rate": 1e8, "momentum": 0.99, "layers": 3, "units": 1024}
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return DatasetSpec("digits").load(tmp_path_factory.mktemp("data"))
-
-
-def make_run(tmp_path, data, pruner, epochs=3, max_epoch_seconds=None):
-    storage = open_storage(default_storage_url(tmp_path / "optuna.db"))
-    settings = {"dataset": "digits", "image_size": None, "labels": "fine", "folder": None, "space": "mlp",
-                "epochs": epochs, "sampler": "tpe", "pruner": "median", "seed": 0}
-    study = open_study(storage, "digits-mlp", settings, exists=False)
-    study.pruner = pruner
-    tracker = Tracker(local_tracking_uri(RunsLayout(tmp_path)), study, settings, tmp_path / "artifacts")
-    checkpoint = BestCheckpoint(tmp_path / "checkpoints")
-    objective = Objective(get_space("mlp"), data, epochs, tracker, checkpoint, fixed=settings, seed=0,
-                          max_epoch_seconds=max_epoch_seconds)
-    return study, tracker, checkpoint, objective
-
-
-def children(tracker):
-    runs = tracker.client.search_runs(
-        [tracker.experiment_id], f"tags.mlflow.parentRunId = '{tracker.parent_run_id}'", order_by=["start_time ASC"]
-    )
-    return {int(run.data.tags["optuna.trial"]): run for run in runs}
-
-
 def test_median_pruner_prunes_a_bad_trial(tmp_path, digits):
-    study, tracker, checkpoint, objective = make_run(
-        tmp_path, digits, optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
-    )
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    study, tracker, checkpoint, objective = search.study, search.tracker, search.checkpoint, search.objective
     study.enqueue_trial(GOOD)
     study.enqueue_trial(BAD)
     study.optimize(objective, n_trials=2, callbacks=[checkpoint.after_trial])
@@ -63,7 +28,7 @@ def test_median_pruner_prunes_a_bad_trial(tmp_path, digits):
     assert good.state == optuna.trial.TrialState.COMPLETE and good.value > 0.8
     assert bad.state == optuna.trial.TrialState.PRUNED
     assert max(bad.intermediate_values) < 2  # stopped before the last epoch
-    runs = children(tracker)
+    runs = trial_runs(tracker)
     assert runs[1].info.status == "KILLED" and runs[1].data.tags["optuna.state"] == "PRUNED"
     assert runs[0].info.status == "FINISHED" and runs[0].data.tags["optuna.state"] == "COMPLETE"
     step = max(bad.intermediate_values)
@@ -72,7 +37,8 @@ def test_median_pruner_prunes_a_bad_trial(tmp_path, digits):
 
 
 def test_a_trial_too_slow_for_max_epoch_seconds_is_pruned_within_its_first_epoch(tmp_path, digits):
-    study, tracker, _, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), max_epoch_seconds=1e-6)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), max_epoch_seconds=1e-6)
+    study, tracker, objective = search.study, search.tracker, search.objective
     study.enqueue_trial(GOOD)  # 41 batches an epoch
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
@@ -80,11 +46,11 @@ def test_a_trial_too_slow_for_max_epoch_seconds_is_pruned_within_its_first_epoch
     assert trial.intermediate_values == {}  # stopped inside epoch 1, before its validation
     assert trial.user_attrs[records.PRUNE_REASON_ATTR].startswith("too slow: its first batch alone took ")
     assert trial.user_attrs[records.PRUNE_REASON_ATTR].endswith("(MAX_EPOCH_SECONDS=1e-06)")
-    assert children(tracker)[0].data.tags["optuna.state"] == "PRUNED"
+    assert trial_runs(tracker)[0].data.tags["optuna.state"] == "PRUNED"
 
 
 def test_the_epoch_timer_projects_an_epoch_from_its_batches_after_the_first(monkeypatch):
-    from search import training
+    from search.trials import training
 
     clock = iter([0.0, 5.0, 6.0, 7.0, 8.0, 9.0])  # epoch begins; a 5 s first batch; then 1 s a batch
     monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
@@ -100,14 +66,15 @@ def test_the_epoch_timer_projects_an_epoch_from_its_batches_after_the_first(monk
 
 
 def test_by_default_an_epoch_may_take_twenty_times_the_median_complete_trials(tmp_path, digits):
-    study, tracker, _, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
+    study, tracker, objective = search.study, search.tracker, search.objective
     assert objective.epoch_limit(study) == (None, "")  # no complete trial yet: no cap
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1)
     measured = study.trials[0]
     seconds = measured.user_attrs[records.EPOCH_SECONDS_ATTR]
     assert measured.state == optuna.trial.TrialState.COMPLETE and 0 < seconds < 60
-    assert children(tracker)[0].data.metrics[records.EPOCH_SECONDS_ATTR] == seconds
+    assert trial_runs(tracker)[0].data.metrics[records.EPOCH_SECONDS_ATTR] == seconds
     assert objective.epoch_limit(study)[0] == 60  # a short epoch: the floor
     for seconds in (10.0, 30.0, 20.0):
         study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={records.EPOCH_SECONDS_ATTR: seconds}))
@@ -118,7 +85,8 @@ def test_by_default_an_epoch_may_take_twenty_times_the_median_complete_trials(tm
 
 
 def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
-    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=2)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=2)
+    study, tracker, objective = search.study, search.tracker, search.objective
     study.enqueue_trial(EXPLODING)
     study.enqueue_trial(GOOD)
     with pytest.warns(UserWarning, match="out of range"):
@@ -127,7 +95,7 @@ def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
     assert failed.state == optuna.trial.TrialState.FAIL
     assert "NaN" in failed.user_attrs[records.FAIL_REASON_ATTR]
     assert complete.state == optuna.trial.TrialState.COMPLETE
-    runs = children(tracker)
+    runs = trial_runs(tracker)
     assert runs[0].info.status == "FAILED" and "NaN" in runs[0].data.tags[records.FAILURE_REASON_TAG]
     traceback = MlflowClient(tracker.tracking_uri).download_artifacts(runs[0].info.run_id, "traceback.txt", str(tmp_path))
     assert "Traceback (most recent call last)" in open(traceback).read()
@@ -146,8 +114,8 @@ def test_an_out_of_memory_trial_fails_alone_and_the_study_goes_on(tmp_path, digi
                 keras.Sequential([keras.Input((64,)), keras.layers.Dense(2**20), keras.layers.Dense(2**20)])
             return super().build(trial, image_shape, num_classes)
 
-    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
-    objective.space = HugeFirstTrial()
+    search = new_search(tmp_path, digits, HugeFirstTrial(max_layers=4), pruner=optuna.pruners.NopPruner(), epochs=1)
+    study, tracker, objective = search.study, search.tracker, search.objective
     study.enqueue_trial(GOOD)
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=2, catch=(Exception,))
@@ -156,13 +124,14 @@ def test_an_out_of_memory_trial_fails_alone_and_the_study_goes_on(tmp_path, digi
     reason = failed.user_attrs[records.FAIL_REASON_ATTR]
     assert reason.startswith("ResourceExhaustedError") and "OOM" in reason
     assert complete.state == optuna.trial.TrialState.COMPLETE and complete.value > 0.5
-    assert children(tracker)[0].info.status == "FAILED"
+    assert trial_runs(tracker)[0].info.status == "FAILED"
 
 
 def test_a_trial_started_once_the_target_is_taken_is_surplus_and_not_counted(tmp_path, digits):
-    from search.target import finished_count, surplus_reason
+    from search.trials.trial_target import finished_count, surplus_reason
 
-    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
+    study, tracker, objective = search.study, search.tracker, search.objective
     objective.target = 2
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1)
@@ -174,41 +143,42 @@ def test_a_trial_started_once_the_target_is_taken_is_surplus_and_not_counted(tmp
     assert surplus.state == optuna.trial.TrialState.PRUNED and surplus.user_attrs[records.SURPLUS_ATTR] is True
     assert (surplus.user_attrs[records.PRUNE_REASON_ATTR]
             == "not needed: 2 trials before it were finished or running (TRIALS=2)")
-    assert finished_count(study) == 1 and sorted(children(tracker)) == [0]  # no MLflow run, not counted
+    assert finished_count(study) == 1 and sorted(trial_runs(tracker)) == [0]  # no MLflow run, not counted
     study.tell(other, state=optuna.trial.TrialState.FAIL)  # the other worker's trial failed: one more is needed
     study.optimize(objective, n_trials=1)
     assert study.trials[3].state == optuna.trial.TrialState.COMPLETE and finished_count(study) == 2
 
 
 def test_the_last_worker_to_stop_ends_the_parent_run(tmp_path, digits):
-    from search.commands import _end_parent_run_if_last
-
-    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1, target=2)
+    study, tracker, objective = search.study, search.tracker, search.objective
     status = lambda: tracker.client.get_run(tracker.parent_run_id).info.status  # noqa: E731
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1)
     other = study.ask()
     other.set_user_attr(records.WORKER_ATTR, "elsewhere:1")
-    _end_parent_run_if_last(study, tracker, trials=2)  # this worker stops; the other still runs a trial
+    search.end_parent_run_if_last()  # this worker stops; the other still runs a trial
     assert status() == "RUNNING"
     study.tell(other, 0.5)
-    _end_parent_run_if_last(study, tracker, trials=2)
+    search.end_parent_run_if_last()
     assert status() == "FINISHED"
     tracker.reopen()  # a resumed search
     assert status() == "RUNNING"
-    _end_parent_run_if_last(study, tracker, trials=5)  # stopped short of the target
+    search.target = 5
+    search.end_parent_run_if_last()  # stopped short of the target
     assert status() == "KILLED"
 
 
 def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, digits):
-    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=2)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=2)
+    study, tracker, checkpoint, objective = search.study, search.tracker, search.checkpoint, search.objective
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=2, callbacks=[checkpoint.after_trial])
     # A second process attaching to the same study re-uses the parent run.
     again = Tracker(tracker.tracking_uri, optuna.load_study(study_name=study.study_name, storage=study._storage),
                     tracker.settings, tmp_path / "artifacts")
     assert again.parent_run_id == tracker.parent_run_id == study.user_attrs["mlflow_parent_run_id"]
-    runs = children(tracker)
+    runs = trial_runs(tracker)
     assert sorted(runs) == [0, 1]
     client = MlflowClient(tracker.tracking_uri)
     for trial in study.trials:
@@ -229,13 +199,14 @@ def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, dig
 
 
 def test_mlflow_mirrors_the_study_objective_order_state_and_one_moving_best_tag(tmp_path, digits):
-    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
+    study, tracker, checkpoint, objective = search.study, search.tracker, search.checkpoint, search.objective
     for params in (BAD, GOOD, BAD):
         study.enqueue_trial(params)
     marked = []
 
     def record_marker(study, trial):
-        marked.append(sorted(int(r.data.tags["optuna.trial"]) for r in children(tracker).values()
+        marked.append(sorted(int(r.data.tags["optuna.trial"]) for r in trial_runs(tracker).values()
                              if r.data.tags.get("best") == "true"))
 
     study.optimize(objective, n_trials=3, callbacks=[checkpoint.after_trial, tracker.after_trial, record_marker])
@@ -250,8 +221,28 @@ def test_mlflow_mirrors_the_study_objective_order_state_and_one_moving_best_tag(
     assert parent.data.metrics["best_val_accuracy"] == study.trials[1].value
 
 
+def test_the_best_tag_already_taken_off_by_another_worker_is_not_an_error(tmp_path, digits, monkeypatch):
+    """Two workers moving the tag at once both find the old best's run marked; the second one's
+    delete finds no tag (it once ended that worker with MLflow's RESOURCE_DOES_NOT_EXIST)."""
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
+    study, tracker = search.study, search.tracker
+    for params in (BAD, GOOD):
+        study.enqueue_trial(params)
+    study.optimize(search.objective, n_trials=1, callbacks=[tracker.after_trial])
+    old = trial_runs(tracker)[0]
+    assert old.data.tags.get("best") == "true"
+    tracker.client.delete_tag(old.info.run_id, "best")  # the other worker's delete
+    monkeypatch.setattr(tracker.client, "search_runs", lambda *args, **kwargs: [old])  # what this one read before
+    study.optimize(search.objective, n_trials=1, callbacks=[tracker.after_trial])
+    monkeypatch.undo()
+    assert study.trials[1].value > study.trials[0].value
+    runs = trial_runs(tracker)
+    assert runs[1].data.tags.get("best") == "true" and "best" not in runs[0].data.tags
+
+
 def test_only_the_best_trials_model_is_kept(tmp_path, digits):
-    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner(), epochs=1)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
+    study, checkpoint, objective = search.study, search.checkpoint, search.objective
     study.enqueue_trial(BAD)
     study.enqueue_trial(GOOD)
     study.enqueue_trial(BAD)
@@ -267,13 +258,14 @@ def test_the_last_epoch_reports_but_never_prunes(tmp_path, digits):
     prune_all = optuna.pruners.ThresholdPruner(lower=2.0)  # accuracy is always below 2
     for epochs, state in ((2, optuna.trial.TrialState.PRUNED), (1, optuna.trial.TrialState.COMPLETE)):
         (tmp_path / str(epochs)).mkdir()
-        study, tracker, _, objective = make_run(tmp_path / str(epochs), digits, prune_all, epochs=epochs)
+        search = new_search(tmp_path / str(epochs), digits, pruner=prune_all, epochs=epochs)
+        study, tracker, objective = search.study, search.tracker, search.objective
         study.enqueue_trial(GOOD)
         study.optimize(objective, n_trials=1, catch=(Exception,))
         trial = study.trials[0]
         assert trial.state == state
         assert list(trial.intermediate_values) == [0]
-        run = children(tracker)[0]  # the run's name says the state; only a complete trial has an objective
+        run = trial_runs(tracker)[0]  # the run's name says the state; only a complete trial has an objective
         assert run.info.run_name == f"trial-0 {'pruned' if epochs == 2 else 'complete'}"
         assert ("objective" in run.data.metrics) == (epochs == 1)
 
@@ -281,7 +273,8 @@ def test_the_last_epoch_reports_but_never_prunes(tmp_path, digits):
 def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(tmp_path, digits):
     """The database lost between the trial's MLflow run being made and its id being stored,
     or while the trial reads the study before training: the run ends FAILED with why."""
-    study, tracker, checkpoint, objective = make_run(tmp_path, digits, optuna.pruners.NopPruner())
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner())
+    study, tracker, objective = search.study, search.tracker, search.objective
     storage = study._storage._backend  # the ReconnectingStorage behind Optuna's cache
     lost = DatabaseLost("study database gone")
     trial = study.ask()
@@ -289,7 +282,7 @@ def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(t
     with pytest.raises(DatabaseLost):
         tracker.trial_run(trial, {})
     storage.lost = None
-    [run] = children(tracker).values()
+    [run] = trial_runs(tracker).values()
     assert run.info.status == "FAILED"
     reason = run.data.tags[records.FAILURE_REASON_TAG]
     assert reason == "cannot store the run's id in the study: DatabaseLost: study database gone"
@@ -305,6 +298,6 @@ def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(t
     with pytest.raises(DatabaseLost):
         objective(trial)
     storage.lost = None
-    run = children(tracker)[trial.number]
+    run = trial_runs(tracker)[trial.number]
     assert run.info.status == "FAILED"
     assert run.data.tags[records.FAILURE_REASON_TAG] == "DatabaseLost: study database gone"

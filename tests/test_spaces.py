@@ -7,7 +7,8 @@ import optuna
 import pytest
 
 from storage.errors import UserError
-from spaces import SPACES, get_space
+from search.trials.study import get_space
+from spaces import SPACES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -18,34 +17,16 @@ import pytest
 import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, wait_for_http
-from search.faults import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
+from conftest import POSTGRES_URL, REPO, wait_for_http
+from search.trials.stale_trials import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
 from storage.urls import default_storage_url
 from search import records
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(scope="module")
-def pg():
-    """One storage (one connection pool) for a test's polling: a new one per poll exhausts the server."""
-    storage = optuna.storages.RDBStorage(POSTGRES)
-    yield storage
-    storage.engine.dispose()
-
-
-@pytest.fixture
-def pg_study(pg):
-    """A fresh study name in the PostgreSQL test database, deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex[:12]}"
-    yield name
-    if name in optuna.get_all_study_names(pg):
-        optuna.delete_study(study_name=name, storage=pg)
 
 
 def search_env(runs_env: dict, study: str, **settings: str) -> dict:
     return {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none",
-            "STORAGE": POSTGRES, "STUDY": study, **settings}
+            "STORAGE": POSTGRES_URL, "STUDY": study, **settings}
 
 
 def children_by_trial(runs_dir: Path, study: optuna.Study) -> dict[int, list]:
@@ -60,8 +41,10 @@ def children_by_trial(runs_dir: Path, study: optuna.Study) -> dict[int, list]:
 
 
 def attempts(study: optuna.Study) -> list[int]:
-    """Numbers of the trials that ran (a surplus trial is pruned before it starts: no MLflow run)."""
-    return sorted(t.number for t in study.trials if records.SURPLUS_ATTR not in t.user_attrs)
+    """Numbers of the trials that ran (a surplus trial is pruned before it starts, a retired copy
+    never starts: neither has an MLflow run)."""
+    return sorted(t.number for t in study.trials if records.SURPLUS_ATTR not in t.user_attrs
+                  and not t.user_attrs.get(records.FAIL_REASON_ATTR, "").startswith("not needed"))
 
 
 def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes(runs_env, pg, pg_study):
@@ -95,7 +78,7 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6
     assert all(by_number[n].state.name == "COMPLETE" and by_number[n].value == v for n, v in complete_before.items())
-    [dead] = [t for t in study.trials if t.state.name == "FAIL"]
+    [dead] = [t for t in study.trials if t.state.name == "FAIL" and "failed_trial" not in t.system_attrs]
     retried = [t for t in study.trials if "failed_trial" in t.system_attrs]
     runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
     assert sorted(runs) == attempts(study)  # one child run per attempt
@@ -106,7 +89,8 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     if retried:
         [copy] = retried
         assert copy.system_attrs["failed_trial"] == dead.number and copy.params == dead.params
-        assert copy.state.name == "COMPLETE"
+        # it ran, or the others reached TRIALS first and it was retired (search/trials/stale_trials.py)
+        assert copy.state.name == "COMPLETE" or copy.user_attrs[records.FAIL_REASON_ATTR].startswith("not needed")
         assert dead_run.data.tags[records.FAILURE_REASON_TAG] == STALE_REASON
     else:
         assert dead_run.data.tags[records.FAILURE_REASON_TAG] == STALE_NOT_NEEDED_REASON
@@ -145,6 +129,23 @@ def test_a_stale_trial_is_queued_again_only_while_the_study_needs_it(tmp_path, t
     else:
         assert waiting == []
         assert run.data.tags[records.FAILURE_REASON_TAG] == STALE_NOT_NEEDED_REASON
+
+
+def test_once_the_target_is_reached_a_waiting_copy_of_a_dead_trial_is_retired_and_the_portfolio_kept(tmp_path):
+    from search.trials.stale_trials import retire_unneeded_retries
+
+    storage = optuna.storages.RDBStorage(default_storage_url(tmp_path / "optuna.db"))
+    study = optuna.create_study(storage=storage)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, params={"x": 0.5},
+                                              distributions=space, system_attrs={"failed_trial": 0}))
+    study.enqueue_trial({"x": 0.25})  # the portfolio's: kept for a later, larger TRIALS
+    retire_unneeded_retries(study, storage, target=1)
+    copy, queued = study.trials[1:]
+    assert copy.state.name == "FAIL"
+    assert copy.user_attrs[records.FAIL_REASON_ATTR].startswith("not needed: the study reached TRIALS=1")
+    assert queued.state.name == "WAITING"
 
 
 @pytest.mark.parametrize("sent,code,line,reason", [
@@ -207,7 +208,7 @@ def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_pa
 
 def test_a_running_trial_left_without_heartbeats_does_not_stall_a_resumed_search(runs_env):
     """A RUNNING trial from a process that sent no heartbeats never goes stale; the search must not wait for it."""
-    from search.cli import main
+    from search.command_line.main import main
 
     argv = ["--dataset", "digits", "--space", "mlp", "--pruner", "none", "--epochs", "1"]
     assert main([*argv, "--trials", "1"]) == 0

@@ -11,15 +11,12 @@ than TRIALS counted trials; if a running trial fails afterwards, a worker adds a
 from __future__ import annotations
 
 import datetime
-import os
-import socket
 
 import optuna
 
-from search.records import PRUNE_REASON_ATTR, SURPLUS_ATTR, WORKER_ATTR
+from search.records import PRUNE_REASON_ATTR, SURPLUS_ATTR, WORKER, WORKER_ATTR
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as WORKER_ATTR names it
 # A live worker marks its trial with WORKER_ATTR first thing after asking for it; a RUNNING
 # trial older than this without the mark was left by a process from before heartbeats (it
 # never goes stale) and counts for nothing.
@@ -34,6 +31,11 @@ def counts(trial: optuna.trial.FrozenTrial) -> bool:
 def finished_count(study: optuna.Study) -> int:
     """Trials that count towards TRIALS."""
     return sum(counts(t) for t in study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def reached(study: optuna.Study, target: int | None) -> bool:
+    """Whether the study has its ``target`` (never, without one: then the budget ends the search)."""
+    return target is not None and finished_count(study) >= target
 
 
 def is_live(trial: optuna.trial.FrozenTrial) -> bool:

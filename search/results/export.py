@@ -13,9 +13,9 @@ import mlflow
 import numpy as np
 import optuna
 
-from search.checkpoints import BestCheckpoint
+from search.results.checkpoints import BestCheckpoint
 from search.datasets import Dataset
-from search.tracking import Tracker, best_step
+from search.results.mlflow_runs import Tracker, best_step
 from spaces import load_model
 from storage.files import remove_leftovers, write_atomic
 

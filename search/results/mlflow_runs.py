@@ -24,10 +24,10 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from search.checkpoints import best_of
+from search.results.checkpoints import best_of
 from search.records import (BEST_RUN_ATTR, BEST_TAG, FAILURE_REASON_TAG, OBJECTIVE, OBJECTIVE_METRIC,
-                            PARENT_RUN_ATTR, PRUNE_REASON_ATTR, RUN_ID_ATTR, STATE_TAG, WORKER_ATTR)
-from search.target import WORKER
+                            PARENT_RUN_ATTR, PRUNE_REASON_ATTR, RUN_ID_ATTR, STATE_TAG, WORKER,
+                            WORKER_ATTR)
 
 _STATUS = {"COMPLETE": RunStatus.FINISHED, "PRUNED": RunStatus.KILLED, "FAIL": RunStatus.FAILED}
 _STATE_WORDS = {"RUNNING": "running", "COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
@@ -135,7 +135,11 @@ class Tracker:
         marked = self.client.search_runs([self.experiment_id], filter_string=f"tags.{BEST_TAG} = 'true'")
         for run in marked:
             if run.info.run_id != run_id:
-                self.client.delete_tag(run.info.run_id, BEST_TAG)
+                try:
+                    self.client.delete_tag(run.info.run_id, BEST_TAG)
+                except MlflowException as exc:  # another worker moving the tag took it off first
+                    if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                        raise
         self.client.set_tag(run_id, BEST_TAG, "true")
         self.study.set_user_attr(BEST_RUN_ATTR, run_id)
 

@@ -13,11 +13,11 @@ import numpy as np
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from search import signals
-from search.budget import EpochPlan
+from search.trials import signals
+from search.trials.budget import EpochPlan
 from search.datasets import Dataset
 from search.records import OBJECTIVE
-from search.tracking import TrialRun
+from search.results.mlflow_runs import TrialRun
 from spaces import Candidate, Phase, SearchSpace
 
 
@@ -193,7 +193,7 @@ def warmup_cosine(progress: float, warmup: float) -> float:
 
 
 class StopOnSignal(NotCopied, keras.callbacks.Callback):
-    """Raises a SIGINT / SIGTERM recorded during training at the end of a batch (search/signals.py)."""
+    """Raises a SIGINT / SIGTERM recorded during training at the end of a batch (search/trials/signals.py)."""
 
     def on_train_batch_end(self, batch, logs=None):
         signals.raise_pending()

@@ -7,8 +7,8 @@ import time
 
 import optuna
 
-from search.checkpoints import best_trial
-from search.target import finished_count
+from search.results.checkpoints import best_trial
+from search.trials.trial_target import finished_count
 from search.records import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 from storage.files import DISK_FULL
 

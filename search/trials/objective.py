@@ -9,15 +9,15 @@ import traceback
 import keras
 import optuna
 
-from search import signals
-from search.checkpoints import BestCheckpoint
+from search.trials import signals
+from search.results.checkpoints import BestCheckpoint
 from search.datasets import Dataset
-from search.target import claim
-from search.tracking import Tracker
-from search.budget import EpochPlan, complete_epoch_seconds
+from search.trials.trial_target import claim
+from search.results.mlflow_runs import Tracker
+from search.trials.budget import EpochPlan, complete_epoch_seconds
 from search.records import (DEADLINE_ATTR, EPOCH_SECONDS_ATTR, FAIL_REASON_ATTR, PLANNED_EPOCHS_ATTR,
                             PRUNE_REASON_ATTR)
-from search.training import EpochTimer, plan_epochs, train
+from search.trials.training import EpochTimer, plan_epochs, train
 from spaces import SearchSpace
 from storage.files import DiskFull, disk_full_message, is_disk_full
 
@@ -38,7 +38,7 @@ class Objective:
     at least MIN_EPOCH_LIMIT (none before the first completes); 0 means no cap.
 
     With a ``target`` (TRIALS), a trial that the trials before it already make unnecessary
-    is pruned as surplus before anything else, without an MLflow run (search/target.py).
+    is pruned as surplus before anything else, without an MLflow run (search/trials/trial_target.py).
 
     With a ``deadline`` (``time.monotonic()`` seconds, from BUDGET) a trial cuts its epochs
     to end before it, is pruned when it cannot train a worthwhile share of them, and one

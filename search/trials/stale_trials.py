@@ -10,9 +10,9 @@ from __future__ import annotations
 import optuna
 from mlflow.tracking import MlflowClient
 
-from search.target import finished_count, live_running
-from search.records import RUN_ID_ATTR
-from search.tracking import end_run
+from search.trials.trial_target import finished_count, live_running
+from search.records import FAIL_REASON_ATTR, RUN_ID_ATTR
+from search.results.mlflow_runs import end_run
 
 STALE_REASON = "its worker stopped sending heartbeats (killed or lost); the trial was queued again"
 STALE_NOT_NEEDED_REASON = ("its worker stopped sending heartbeats (killed or lost); not queued again: "
@@ -40,3 +40,15 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
             end_run(self.client, run_id, trial.number, "FAIL", STALE_REASON if needed else STALE_NOT_NEEDED_REASON)
         if needed:
             super().__call__(study, trial)
+
+
+def retire_unneeded_retries(study: optuna.Study, storage: optuna.storages.BaseStorage, target: int) -> None:
+    """Fail, saying why, the copies of dead workers' trials still WAITING once the study has its
+    target: queued while they were needed, they were overtaken by other workers' trials (Optuna
+    does not always hand a waiting trial to the next ask of a busy study), and would otherwise
+    show as pending for ever. The portfolio's queued trials are left for a later, larger TRIALS."""
+    reason = f"not needed: the study reached TRIALS={target} before this copy of a dead worker's trial ran"
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is not None:
+            storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)

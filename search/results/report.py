@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from search.checkpoints import best_trial  # noqa: E402
+from search.results.checkpoints import best_trial  # noqa: E402
 from search.records import OBJECTIVE, PARENT_RUN_ATTR, RUN_ID_ATTR, SETTINGS_ATTR  # noqa: E402
 
 TOP_TRIALS = 3  # learning curves of this many best trials per study

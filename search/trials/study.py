@@ -8,64 +8,61 @@ import optuna
 
 from storage.errors import UserError
 from search.records import OBJECTIVE, SETTINGS_ATTR, SPACE_OPTIONS
+from search.settings import STUDY_KEYS, default, space_defaults
 from spaces import SearchSpace, space_class, space_options
 
-SAMPLERS = ("tpe", "random", "cmaes", "gp")
-PRUNERS = ("hyperband", "median", "sha", "none")
-# What a study is: fixed when it is created, recorded in its user attrs, and the same for
-# every process that later adds trials to it.
-STUDY_KEYS = ("dataset", "image_size", "labels", "folder", "space", "epochs", "sampler", "pruner", "seed")
-DEFAULTS = {"image_size": None, "labels": "fine", "folder": None, "space": "cnn", "epochs": 15,
-            "sampler": "tpe", "pruner": "hyperband", "seed": None}
+def _gp_sampler(seed: int | None) -> optuna.samplers.BaseSampler:
+    try:
+        import torch  # noqa: F401  (GPSampler needs it)
+    except ImportError:
+        raise UserError("SAMPLER=gp needs PyTorch: pip install '.[gp]' (or torch) first") from None
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+# SAMPLER and PRUNER: each name's Optuna class (search/settings.py lists the names; tests/test_settings.py checks).
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    # CMA-ES handles the numeric params; categorical ones fall back to random sampling.
+    "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+    "gp": _gp_sampler,
+}
+# Pruners act on the per-epoch validation accuracy; a step is one epoch. Hyperband's first rung
+# is after a third of the epochs: before that a trial is still in its learning-rate warmup, and
+# the measured curves cross (README, "How the defaults were chosen"). With 15 epochs that is two
+# brackets; the first judges a trial at step 5 (steps count epochs from 0).
+PRUNERS = {
+    "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 3), max_resource=epochs),
+    "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    "sha": lambda epochs: optuna.pruners.SuccessiveHalvingPruner(),
+    "none": lambda epochs: optuna.pruners.NopPruner(),
+}
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        # CMA-ES handles the numeric params; categorical ones fall back to random sampling.
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        try:
-            import torch  # noqa: F401  (GPSampler needs it)
-        except ImportError:
-            raise UserError("SAMPLER=gp needs PyTorch: pip install '.[gp]' (or torch) first") from None
-        return optuna.samplers.GPSampler(seed=seed)
-    raise UserError(f"unknown SAMPLER {name!r}; choose one of: {', '.join(SAMPLERS)}")
+    if name not in SAMPLERS:  # a study recorded by another version of this tool
+        raise UserError(f"unknown SAMPLER {name!r}; choose one of: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](seed)
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """Pruners act on the per-epoch validation accuracy; a step is one epoch.
-
-    Hyperband's first rung is after a third of the epochs: before that a trial is still in its
-    learning-rate warmup, and the measured curves cross (README, "How the defaults were
-    chosen"). With 15 epochs that is two brackets; the first judges a trial at step 5
-    (steps count epochs from 0).
-    """
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 3), max_resource=epochs)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise UserError(f"unknown PRUNER {name!r}; choose one of: {', '.join(PRUNERS)}")
+    if name not in PRUNERS:
+        raise UserError(f"unknown PRUNER {name!r}; choose one of: {', '.join(PRUNERS)}")
+    return PRUNERS[name](epochs)
 
 
 def resolve_settings(storage: optuna.storages.BaseStorage, study_name: str, given: dict) -> tuple[dict, bool]:
     """The study's settings and whether the study already exists.
 
-    ``given`` holds only what the user set. A new study takes ``DEFAULTS`` updated with
-    it; an existing one keeps what it recorded, and a given value that contradicts the
-    record is a UserError (so a study never mixes trials of different settings).
+    ``given`` holds only what the user set. A new study takes the defaults of the
+    ``STUDY_KEYS`` settings (what a study is) updated with it; an existing one keeps what it
+    recorded, and a given value that contradicts the record is a UserError (so a study
+    never mixes trials of different settings).
     """
     try:
         existing = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        settings = {**DEFAULTS, **{k: v for k, v in given.items() if k in STUDY_KEYS}}
+        settings = {**{k: default(k) for k in STUDY_KEYS}, **{k: v for k, v in given.items() if k in STUDY_KEYS}}
         if not settings.get("dataset"):
             raise UserError("DATASET is required for a new study")
         return settings, False
@@ -84,10 +81,10 @@ def resolve_settings(storage: optuna.storages.BaseStorage, study_name: str, give
 def resolve_space(settings: dict, given: dict, exists: bool, study_name: str) -> SearchSpace:
     """The study's search space, built from its recorded options and the ``given`` ones.
 
-    ``given`` holds the space options the user set. One the space does not have is a
-    UserError. A new study records the space's settings in ``settings``; an existing one
-    uses its record, takes location options (folders) from ``given``, and refuses a given
-    option that would change the space.
+    ``given`` holds the space options the user set; the others take their defaults
+    (search/settings.py). One the space does not have is a UserError. A new study records
+    the space's settings in ``settings``; an existing one uses its record, takes location
+    options (folders) from ``given``, and refuses a given option that would change the space.
     """
     name = settings["space"]
     known = space_options(name)
@@ -95,12 +92,13 @@ def resolve_space(settings: dict, given: dict, exists: bool, study_name: str) ->
         if key not in known:
             raise UserError(f"{key.upper()} does not apply to SPACE={name}")
     cls = space_class(name)
+    defaults = space_defaults(name)
     if not exists:
-        space = cls(**given)
+        space = cls(**{**defaults, **given})
         settings[SPACE_OPTIONS] = space.settings()
         return space
-    recorded = settings.get(SPACE_OPTIONS) or cls().settings()  # studies older than space options
-    space = cls(**recorded, **{k: v for k, v in given.items() if k in cls.location_options})
+    recorded = {**defaults, **(settings.get(SPACE_OPTIONS) or {})}  # older studies recorded fewer options
+    space = cls(**{**recorded, **{k: v for k, v in given.items() if k in cls.location_options}})
     asked = cls(**{**recorded, **given}).settings()
     for key, value in asked.items():
         if value != recorded.get(key):
@@ -109,6 +107,16 @@ def resolve_space(settings: dict, given: dict, exists: bool, study_name: str) ->
                 "drop the setting to join it, or pick a new STUDY name"
             )
     return space
+
+
+def run_params(settings: dict, space: SearchSpace) -> dict:
+    """The study's settings and its space's, flat: what every trial's MLflow run logs as fixed params."""
+    return {**{k: v for k, v in settings.items() if k != SPACE_OPTIONS}, **space.settings()}
+
+
+def get_space(name: str, **options) -> SearchSpace:
+    """The space registered as ``name`` with ``options``, the rest at their defaults."""
+    return space_class(name)(**{**space_defaults(name), **options})
 
 
 def open_study(storage: optuna.storages.BaseStorage, study_name: str, settings: dict, exists: bool) -> optuna.Study:

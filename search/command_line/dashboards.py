@@ -1,14 +1,15 @@
-"""``python -m search.dashboards dashboard|mlflow``: the Optuna dashboard and the MLflow UI on
-the stores a search uses (``make dashboard``, ``make mlflow``, the compose services).
+"""``python -m search dashboard|mlflow``: the Optuna dashboard and the MLflow UI on the stores a
+search uses (``make dashboard``, ``make mlflow``, the compose services).
 
 The database URLs come from the environment (STORAGE, MLFLOW_TRACKING_URI, RUNS_DIR) and go
 on through it, never through a command line, which ``ps`` and make's echo show to anyone:
-they may hold a password. HOST (default 127.0.0.1), DASHBOARD_PORT and MLFLOW_PORT say
-where to listen. ``make mlflow`` prints the link to each study's runs once the server answers.
+they may hold a password. HOST, DASHBOARD_PORT and MLFLOW_PORT say where to listen. ``make
+mlflow`` prints the link to each study's runs once the server answers.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -20,7 +21,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from storage.errors import UserError
 from search.records import OBJECTIVE_METRIC
 from storage.layout import RunsLayout
 from storage.mlflow_store import local_tracking_uri
@@ -28,18 +28,25 @@ from storage.optuna_storage import open_storage
 from storage.urls import default_storage_url, mask_url
 
 
-def dashboard(host: str, layout: RunsLayout) -> None:
-    """optuna-dashboard on STORAGE (default the study database in RUNS_DIR)."""
+def _layout(args: argparse.Namespace) -> RunsLayout:
+    layout = RunsLayout(Path(args.runs_dir))
+    layout.ensure_writable()
+    return layout
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    """optuna-dashboard on STORAGE (default the study database in RUNS_DIR), until stopped."""
     from optuna_dashboard import run_server
 
-    url = os.environ.get("STORAGE") or default_storage_url(layout.study_db)
-    port = int(os.environ.get("DASHBOARD_PORT") or 8080)
+    url = args.storage or default_storage_url(_layout(args).study_db)
+    host, port = args.host, args.dashboard_port
     storage = open_storage(url)
     print(f"optuna-dashboard on {mask_url(url)}: http://{host}:{port}", flush=True)
     run_server(storage, host=host, port=port)
+    return 0
 
 
-def mlflow_ui(host: str, layout: RunsLayout) -> int:
+def mlflow(args: argparse.Namespace) -> int:
     """MLflow's server (UI + REST API) on MLFLOW_TRACKING_URI (default the store in RUNS_DIR);
     once it answers, the link to each study's runs. Returns the server's exit status.
 
@@ -47,11 +54,11 @@ def mlflow_ui(host: str, layout: RunsLayout) -> int:
     consumers: 16 processes, about 1.8 GB and 20-50 s to answer on 2 cores) are plenty for
     looking at one's own studies.
     """
-    url = os.environ.get("MLFLOW_TRACKING_URI") or local_tracking_uri(layout)
+    url = args.mlflow_tracking_uri or local_tracking_uri(_layout(args))
     if url.startswith(("http://", "https://")):
         print(f"the tracking server {url} is the MLflow UI: open it", flush=True)
         return 0
-    port = os.environ.get("MLFLOW_PORT") or "5000"
+    host, port = args.host, str(args.mlflow_port)
     base = f"http://{host}:{port}"
     print(f"MLflow UI on {mask_url(url)}: {base}", flush=True)
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
@@ -100,26 +107,3 @@ def runs_links(base: str) -> list[tuple[str, str]]:
                                   quote_via=urllib.parse.quote)
     return [(e["name"], f"{base}/#/experiments/{e['experiment_id']}/runs?{view}")
             for e in experiments if e["experiment_id"] != "0"]
-
-
-def main(argv: list[str]) -> int:
-    host = os.environ.get("HOST") or "127.0.0.1"
-    layout = RunsLayout(Path(os.environ.get("RUNS_DIR") or "runs"))
-    try:
-        if argv not in (["dashboard"], ["mlflow"]):
-            raise UserError("usage: python -m search.dashboards dashboard|mlflow")
-        layout.ensure_writable()
-        if argv == ["dashboard"]:
-            dashboard(host, layout)
-        else:
-            return mlflow_ui(host, layout)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

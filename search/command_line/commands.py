@@ -9,32 +9,25 @@ from pathlib import Path
 
 import optuna
 
-from search import signals
-from search.budget import Budget
-from search.checkpoints import BestCheckpoint, best_trial
+from search.command_line.dashboards import dashboard, mlflow  # noqa: F401  (commands too)
+from search.command_line.local_workers import run_local_workers, worker_argv
 from search.datasets import Dataset, DatasetSpec
-from storage.errors import UserError
-from search.evaluate import evaluate_model
-from search.export import MODEL_FILE, export_best
-from search.faults import RetryStaleTrial
-from search.objective import Objective
-from search.progress import Progress
-from search.recycle import RestartProcess, TrialBudget
-from search.records import SPACE_OPTIONS
-from search.study import DEFAULTS, STUDY_KEYS, open_study, resolve_settings, resolve_space
-from search.target import StopAtTarget, finished_count, live_running
-from search.tracking import Tracker
-from search.workers import run_local_workers, worker_argv
+from search.results.checkpoints import BestCheckpoint, best_trial
+from search.results.evaluate import evaluate_model
+from search.results.export import MODEL_FILE, export_best
+from search.results.mlflow_runs import Tracker
+from search.settings import STUDY_KEYS, default
+from search.trials.budget import Budget
+from search.trials.engine import Search, Stop
+from search.trials.process_restart import RestartProcess
+from search.trials.study import open_study, resolve_settings, resolve_space, run_params
+from search.trials.trial_target import finished_count, reached
 from spaces import SPACES, SearchSpace, space_options
+from storage.errors import UserError
 from storage.layout import RunsLayout
 from storage.mlflow_store import local_tracking_uri
-from storage.optuna_storage import DEFAULT_DB_RETRY_S, open_storage
+from storage.optuna_storage import open_storage
 from storage.urls import default_storage_url, mask_url
-from storage.reconnect import DatabaseLost
-
-DEFAULT_TRIALS = 20
-DEFAULT_TRIALS_PER_PROCESS = 25
-DEFAULT_HEARTBEAT = 10  # seconds; a trial silent for 3 heartbeats is stale
 
 
 def _quiet_libraries() -> None:
@@ -69,13 +62,16 @@ class Context:
     @property
     def params(self) -> dict:
         """The study's settings and its space's, flat: what every MLflow run logs as fixed params."""
-        return {**{k: v for k, v in self.settings.items() if k != SPACE_OPTIONS}, **self.space.settings()}
+        return run_params(self.settings, self.space)
 
     def load_data(self) -> Dataset:
         return self.spec.load(self.data_dir)
 
     def open_study(self) -> optuna.Study:
         return open_study(self.storage, self.study_name, self.settings, self.exists)
+
+    def checkpoint(self) -> BestCheckpoint:
+        return BestCheckpoint(self.layout.checkpoints(self.study_name))
 
     def tracker(self, study: optuna.Study) -> Tracker:
         # A tracking server stores artifacts itself; any other store keeps them in RUNS_DIR.
@@ -84,13 +80,18 @@ class Context:
 
 
 def _context(args: argparse.Namespace, creating: bool) -> Context:
-    layout = RunsLayout(Path(args.runs_dir or "runs"))
+    layout = RunsLayout(Path(args.runs_dir))
     layout.ensure_writable()
     storage_url = args.storage or default_storage_url(layout.study_db)
     with layout.setting_up():  # two processes creating one SQLite schema at once collide
-        storage = open_storage(storage_url, heartbeat=args.heartbeat or DEFAULT_HEARTBEAT,
-                               retry_seconds=DEFAULT_DB_RETRY_S if args.db_retry is None else args.db_retry)
-    study_name = args.study or (f"{args.dataset}-{args.space or DEFAULTS['space']}" if args.dataset else None)
+        storage = open_storage(storage_url, heartbeat=args.heartbeat, retry_seconds=args.db_retry)
+        # and one reading the study while another is creating it would find it without its settings
+        return _resolve(args, creating, layout, storage_url, storage)
+
+
+def _resolve(args: argparse.Namespace, creating: bool, layout: RunsLayout, storage_url: str,
+             storage: optuna.storages.BaseStorage) -> Context:
+    study_name = args.study or (f"{args.dataset}-{args.space or default('space')}" if args.dataset else None)
     if study_name is None:
         names = optuna.get_all_study_names(storage)
         if creating or len(names) != 1:
@@ -109,7 +110,7 @@ def _context(args: argparse.Namespace, creating: bool) -> Context:
     space.check_image_size((spec.size, spec.size, 3), settings["space"])
     tracking_uri = args.mlflow_tracking_uri or local_tracking_uri(layout)
     return Context(layout, storage_url, storage, study_name, settings, exists, spec, space,
-                   Path(args.data_dir or "data"), tracking_uri)
+                   Path(args.data_dir), tracking_uri)
 
 
 def _budget_seconds(args: argparse.Namespace) -> float | None:
@@ -121,7 +122,7 @@ def _trial_target(args: argparse.Namespace) -> int | None:
     """TRIALS (None: no limit, the budget ends the search); the values were checked by the CLI."""
     if args.trials is not None:
         return args.trials
-    return None if _budget_seconds(args) is not None else DEFAULT_TRIALS
+    return None if _budget_seconds(args) is not None else default("trials")
 
 
 def search(args: argparse.Namespace) -> int:
@@ -143,9 +144,9 @@ def search(args: argparse.Namespace) -> int:
                 study.enqueue_trial(params)
     _announce(ctx, study, data, trials)
     budget = Budget(_budget_seconds(args), ctx.settings["epochs"])  # from here: data preparation is not counted
-    if (args.workers or 1) > 1:
+    if args.workers > 1:
         failed = run_local_workers(args.workers, ctx.study_name, ctx.storage_url, worker_argv(args))
-        if failed and not _reached(study, trials):
+        if failed and not reached(study, trials):
             target = f"/{trials}" if trials is not None else ""
             raise UserError(f"{'; '.join(failed)}; {finished_count(study)}{target} trials finished")
         for line in failed:
@@ -157,7 +158,7 @@ def search(args: argparse.Namespace) -> int:
         raise UserError(f"no trial completed within the {budget.seconds:g} s budget (the trial lines above say why); "
                         "give a larger BUDGET, and run the same command to resume the study")
     after = time.monotonic()
-    model_path = _export(ctx, study, tracker, data, BestCheckpoint(ctx.layout.checkpoints(ctx.study_name)))
+    model_path = _export(ctx, study, tracker, data, ctx.checkpoint())
     result = _evaluate(ctx, tracker, data)
     best = best_trial(study)
     print(f"\nbest trial {best.number}: val_accuracy {best.value:.4f}")
@@ -171,11 +172,6 @@ def search(args: argparse.Namespace) -> int:
         print(f"time: {budget.seconds - max(0.0, budget.left()):.0f} s of the {budget.seconds:g} s budget searching, "
               f"then {time.monotonic() - after:.0f} s exporting and evaluating")
     return 0
-
-
-def _reached(study: optuna.Study, trials: int | None) -> bool:
-    """Whether the study has its TRIALS (never, without a target: then the budget ends it)."""
-    return trials is not None and finished_count(study) >= trials
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -202,65 +198,18 @@ def _announce(ctx: Context, study: optuna.Study, data: Dataset, trials: int) -> 
 
 def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, data: Dataset, trials: int | None,
                 tracker: Tracker, budget: Budget) -> None:
-    """This process's share of the search: trials until the study has ``trials`` finished ones
-    or the ``budget`` runs out.
-
-    Other workers' running trials count towards the target, and a trial started when the
-    target was already taken is not needed (search/target.py), so the workers together do
-    not overshoot it; when a running trial then fails, this process waits for the rest and
-    goes on.
-    A trial whose worker died (no heartbeat) is failed and queued again by the next trial's
-    start. Raises RestartProcess after TRIALS_PER_PROCESS trials, UserError after too many
-    failures in a row.
-    """
-    ctx.storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client, target=trials)
-    checkpoint = BestCheckpoint(ctx.layout.checkpoints(ctx.study_name))
-    progress = Progress(trials, budget=budget)
-    per_process = DEFAULT_TRIALS_PER_PROCESS if args.trials_per_process is None else args.trials_per_process
-    recycle = TrialBudget(per_process)
-    objective = Objective(ctx.space, data, ctx.settings["epochs"], tracker, checkpoint,
-                          fixed=ctx.params, seed=ctx.settings["seed"], max_epoch_seconds=args.max_epoch_seconds,
-                          target=trials, deadline=budget.deadline)
-    callbacks = [*([StopAtTarget(trials)] if trials is not None else []), budget, checkpoint.after_trial,
-                 tracker.after_trial, progress, recycle, signals.after_trial]
-
-    def time_left() -> bool:
-        return not budget.ended and (budget.left() is None or budget.left() > 0)
-
-    tracker.reopen()
-    try:
-        while not _reached(study, trials) and time_left():
-            study.optimize(objective, timeout=budget.left(), catch=(Exception,), callbacks=callbacks)
-            if progress.stopped_because or recycle.exhausted or budget.ended:
-                break
-            while live_running(study) and time_left():
-                time.sleep(1)  # the other workers' trials may still fail
-                optuna.storages.fail_stale_trials(study)
-    except Exception:
-        # Optuna can mask a storage error with its own (an UnboundLocalError when it cannot
-        # read back the trial it failed to tell): a lost database is the real cause.
-        if getattr(ctx.storage, "lost", None):
-            raise ctx.storage.lost from None
-        raise
-    finally:
-        _end_parent_run_if_last(study, tracker, trials)
-    if progress.stopped_because:
-        raise UserError(f"search stopped: {progress.stopped_because}")
-    if recycle.exhausted and not _reached(study, trials) and time_left():
-        print(f"{recycle.count} trials in this process: continuing in a fresh one (returns TensorFlow's memory)",
-              flush=True)
+    """This process's share of the search (``Search``). Raises RestartProcess after
+    TRIALS_PER_PROCESS trials, UserError when trials keep failing."""
+    search = Search(study, ctx.storage, ctx.space, data, tracker, ctx.checkpoint(),
+                    epochs=ctx.settings["epochs"], fixed=ctx.params, seed=ctx.settings["seed"], target=trials,
+                    budget=budget, max_epoch_seconds=args.max_epoch_seconds, trials_per_process=args.trials_per_process)
+    stop = search.run()
+    if stop is Stop.FAILING:
+        raise UserError(f"search stopped: {search.failing_because}")
+    if stop is Stop.RESTART:
+        print(f"{search.trial_count.count} trials in this process: continuing in a fresh one "
+              "(returns TensorFlow's memory)", flush=True)
         raise RestartProcess(budget.left())
-
-
-def _end_parent_run_if_last(study: optuna.Study, tracker: Tracker, trials: int | None) -> None:
-    """The last worker to stop ends the study's MLflow parent run; while another one still
-    runs a trial, the parent stays RUNNING. Nothing is ended when the database is lost."""
-    try:
-        optuna.storages.fail_stale_trials(study)
-        if not live_running(study):
-            tracker.end(reached_target=trials is None or _reached(study, trials))
-    except DatabaseLost:
-        pass
 
 
 def _export(ctx: Context, study, tracker, data, checkpoint) -> Path:
@@ -281,7 +230,7 @@ def export(args: argparse.Namespace) -> int:
     """Write RUNS_DIR/exports/<study>/model.keras from the best trial and register it in MLflow."""
     ctx = _context(args, creating=False)
     study = ctx.open_study()
-    path = _export(ctx, study, ctx.tracker(study), ctx.load_data(), BestCheckpoint(ctx.layout.checkpoints(ctx.study_name)))
+    path = _export(ctx, study, ctx.tracker(study), ctx.load_data(), ctx.checkpoint())
     best = best_trial(study)
     print(f"exported trial {best.number} (val_accuracy {best.value:.4f}) to {path}")
     return 0
@@ -299,9 +248,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     """Write one HTML file on every study in the study database and its MLflow runs."""
-    from search.report import write_report
+    from search.results.report import write_report
 
-    layout = RunsLayout(Path(args.runs_dir or "runs"))
+    layout = RunsLayout(Path(args.runs_dir))
     storage_url = args.storage or default_storage_url(layout.study_db)
     if not args.storage and not layout.study_db.is_file():
         raise UserError(f"no study database at {layout.study_db}; run a search first or set RUNS_DIR or STORAGE")

@@ -1,0 +1,79 @@
+"""``python -m search [search|worker|export|evaluate|report|dashboard|mlflow]``: every setting is a flag or a variable.
+
+The settings are declared in ``search/settings.py``. Each flag ``--image-size`` also reads
+``IMAGE_SIZE`` from the environment (make passes its command line's variables on); a flag
+wins over the variable. Bad input ends with one line on stderr and exit status 2; Ctrl-C
+with 130 and SIGTERM with 143, the running trial closed as failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from storage.errors import UserError
+from search.settings import COMMANDS, SETTINGS, TRAINING, help_text
+from search.trials import signals
+from search.trials.signals import Terminated
+from search.trials.process_restart import RestartProcess
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not a usage block
+        raise UserError(message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = _Parser(prog="python -m search", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", default="search", choices=COMMANDS)
+    for setting in SETTINGS:
+        text = os.environ.get(setting.env) or None
+        unset = setting.default if setting.unset_is_default else None
+        parser.add_argument(setting.flag, type=setting.kind, default=setting.parse(text) if text else unset,
+                            help=help_text(setting))
+    args = parser.parse_args(argv)
+    for setting in SETTINGS:
+        if getattr(args, setting.name) is not None:
+            setting.validate(getattr(args, setting.name))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = None
+    signals.install()
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        from search.command_line import commands
+
+        return getattr(commands, args.command)(args)
+    except RestartProcess as restart:
+        again = (sys.argv[1:] if argv is None else list(argv))
+        if restart.budget_left is not None:
+            again += ["--budget", str(restart.budget_left)]  # the last --budget wins
+        if argv is not None:  # called from Python: carry on in this process
+            return main(again)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "search", *again])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a full disk, wherever a library met it, is the user's to fix: one line too
+        from storage.files import disk_full_message, is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        print(f"error: {disk_full_message(str(exc).strip().splitlines()[0][:300])}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print(f"\nterminated (SIGTERM){_resume_hint(args)}", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print(f"\ninterrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
+
+
+def _resume_hint(args: argparse.Namespace | None) -> str:
+    training = args is None or args.command in TRAINING
+    return "; run the same command again to resume the study" if training else ""

@@ -1,0 +1,254 @@
+"""Every setting, declared once: its name, type, default, accepted values, help, the commands
+that read it and the space it belongs to. The command line's flags and environment variables
+(``search/command_line/main.py``), the study's defaults and recorded keys
+(``search/trials/study.py``), each space's default options and the README's table of settings
+(``python -m search.settings``; ``tests/test_settings.py`` compares) all follow from ``SETTINGS``.
+
+A new setting is one ``Setting(...)`` line here; a space's option is also a field of its space's
+dataclass (the code that uses it). This module imports nothing heavy (no Keras, Optuna or
+MLflow): a bad value is refused in well under a second, before TensorFlow starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from storage.errors import UserError
+from storage.urls import check_database_url, mask_url
+
+# Study names become folder and file names (checkpoints, exports, MLflow artifacts) and the
+# registered model's name: one path segment, short enough for any file system.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MLFLOW_PROBE_TIMEOUT_S = 5
+
+COMMANDS = ("search", "worker", "export", "evaluate", "report", "dashboard", "mlflow")
+TRAINING = ("search", "worker")  # the commands that run trials
+ON_A_STUDY = ("search", "worker", "export", "evaluate")  # the commands that open one study and its data
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: flag ``--name`` (dashes for underscores) and environment variable ``NAME``.
+
+    ``default`` is the value used when the setting is not given (None: not set);
+    ``default_text`` says it in words where it depends on other things. ``low``/``high``
+    bound it inclusively, ``above`` exclusively, ``choices`` lists the values it takes,
+    ``check`` is a check of its own raising UserError. ``study``: recorded in the study when
+    it is created, and fixed for it from then on. ``space``: an option of that search space
+    (a field of its dataclass).
+    """
+
+    name: str
+    kind: type
+    help: str
+    default: object = None
+    default_text: str | None = None
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    choices: tuple[str, ...] | None = None
+    check: Callable[[str, object], None] | None = None
+    commands: tuple[str, ...] = ON_A_STUDY
+    study: bool = False
+    space: str | None = None
+
+    @property
+    def unset_is_default(self) -> bool:
+        """Whether a setting not given simply takes ``default``. Not so for what a study records (its
+        record fills it in) or a space's option (``space_defaults``), nor where the default depends
+        on other settings (``default_text``): those stay None when not given."""
+        return not self.study and self.space is None and self.default_text is None
+
+    @property
+    def env(self) -> str:
+        return self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name.replace('_', '-')}"
+
+    def shown_default(self) -> str:
+        if self.default_text is not None:
+            return self.default_text
+        if self.default is None:
+            return "none"
+        return _number(self.default) if isinstance(self.default, float) else str(self.default)
+
+    def parse(self, text: str):
+        """``text`` (from the environment) as this setting's type; UserError when it is not one."""
+        try:
+            return self.kind(text)
+        except ValueError:
+            raise UserError(f"{self.env}={text!r} is not a valid {self.kind.__name__}") from None
+
+    def validate(self, value) -> None:
+        shown = _number(value) if isinstance(value, float) else value
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            bounds = (f"from {_number(self.low)} to {_number(self.high)}" if self.high is not None
+                      else f"at least {_number(self.low)}")
+            raise UserError(f"{self.env}={shown}: must be {bounds}")
+        if self.above is not None and not value > self.above:
+            raise UserError(f"{self.env}={shown}: must be more than {_number(self.above)}")
+        if self.choices is not None and value not in self.choices:
+            raise UserError(f"unknown {self.env} {value!r}; choose one of: {', '.join(self.choices)}")
+        if self.check is not None:
+            self.check(self.env, value)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def check_study_name(env: str, name: str) -> None:
+    if not STUDY_NAME.fullmatch(name):
+        raise UserError(f"{env}={name[:120]!r}: use up to 100 letters, digits, '.', '_' or '-', "
+                        "starting with a letter or digit (it names folders and the registered model)")
+
+
+def check_tracking_uri(env: str, uri: str) -> None:
+    """An MLflow server that answers, a database URL MLflow can use, or Databricks.
+
+    MLflow's file store (``file:`` or a bare path) is refused: MLflow 3 itself refuses it
+    ("maintenance mode") unless told otherwise, and says so with a traceback. An unreachable
+    server is found here, in at most 5 s, rather than after MLflow's own retries (minutes)
+    with the study already created.
+    """
+    scheme = urlsplit(uri).scheme.lower()
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=MLFLOW_PROBE_TIMEOUT_S):
+                return
+        except urllib.error.HTTPError as exc:
+            raise UserError(f"{env} {mask_url(uri)}: not an MLflow server (/health answered HTTP {exc.code})") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserError(f"{env} {mask_url(uri)}: no MLflow server answers there ({reason})") from None
+    if scheme.startswith("databricks"):
+        return
+    if scheme in ("", "file"):
+        raise UserError(f"{env}={uri}: MLflow 3 no longer takes a file store; use a database "
+                        "(sqlite:///path/mlflow.db) or a tracking server (http://host:5000)")
+    check_database_url(env, uri)
+
+
+# The choices of DATASET, SPACE, SAMPLER and PRUNER are their registries' keys
+# (tests/test_settings.py checks), written out so that checking them imports no Keras or Optuna.
+SETTINGS = (
+    # What a study is: recorded when it is created.
+    Setting("dataset", str, "the dataset", default_text="required for a new study", study=True,
+            choices=("tinyimagenet", "cifar10", "cifar100", "mnist", "fashion_mnist", "digits", "folder")),
+    Setting("space", str, "search space (below: Search spaces)", default="cnn", study=True,
+            choices=("cnn", "mlp", "finetune", "autokeras")),
+    Setting("epochs", int, "epochs a trial plans (fewer when cut to fit the budget or pruned)", default=15,
+            low=1, study=True),
+    Setting("image_size", int, "resize images to this square size, 8 to 512", default_text="the dataset's own",
+            low=8, high=512, study=True),
+    Setting("labels", str, "cifar100's labels", default="fine", choices=("fine", "coarse"), study=True),
+    Setting("folder", str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*", study=True),
+    Setting("sampler", str, "Optuna sampler (gp needs pip install '.[gp]', i.e. PyTorch)", default="tpe",
+            choices=("tpe", "random", "cmaes", "gp"), study=True),
+    Setting("pruner", str, "Optuna pruner on per-epoch validation accuracy (hyperband's first rung is after a "
+            "third of EPOCHS)", default="hyperband", choices=("hyperband", "median", "sha", "none"), study=True),
+    Setting("seed", int, "seed for the sampler and per-trial Keras seeds", low=0, high=2**32 - 1, study=True),
+    # How long a search runs.
+    Setting("trials", int, "finished (complete or pruned) trials the study should reach", default=20,
+            default_text="20 without a BUDGET, no limit with one", low=1, commands=TRAINING),
+    Setting("budget", float, "seconds of training; then the search exports and evaluates the best (data "
+            "preparation not counted)", above=0, commands=TRAINING),
+    Setting("timeout", float, "the same as BUDGET (its older name)", above=0, commands=TRAINING),
+    Setting("max_epoch_seconds", float, "prune a trial whose epoch would take longer; an epoch is projected from "
+            "its first batches (0: no limit)", default_text="20x the median epoch of the study's complete trials, "
+            "at least 60 s", low=0, commands=TRAINING),
+    # Where things are.
+    Setting("study", str, "study name: up to 100 letters, digits, '.', '_', '-'", default_text="<dataset>-<space>",
+            check=check_study_name, commands=ON_A_STUDY),
+    Setting("storage", str, "SQLAlchemy URL of the study database", default_text="sqlite in RUNS_DIR",
+            check=check_database_url, commands=(*ON_A_STUDY, "report", "dashboard")),
+    Setting("mlflow_tracking_uri", str, "MLflow tracking server, database URL or Databricks",
+            default_text="sqlite in RUNS_DIR", check=check_tracking_uri, commands=(*ON_A_STUDY, "report", "mlflow")),
+    Setting("runs_dir", str, "where databases, checkpoints and exports live", default="runs", commands=COMMANDS),
+    Setting("data_dir", str, "where datasets are found, downloaded and cached", default="data"),
+    Setting("report", str, "the HTML file to write", default_text="RUNS_DIR/report.html", commands=("report",)),
+    # How the trials run.
+    Setting("workers", int, "run the trials in this many local worker processes", default=1, low=1,
+            commands=("search",)),
+    Setting("heartbeat", int, "seconds between a running trial's heartbeats; one silent for 3 is retried",
+            default=10, low=1, commands=TRAINING),
+    Setting("db_retry", float, "seconds to keep retrying a study database that cannot be reached before stopping",
+            default=60.0, low=0, commands=ON_A_STUDY),
+    Setting("trials_per_process", int, "continue in a fresh process after this many trials (0: never)",
+            default=25, low=0, commands=TRAINING),
+    # Each space's options: fields of its dataclass, recorded in the study with it.
+    Setting("max_blocks", int, "most conv blocks", default=4, low=1, high=8, space="cnn"),
+    Setting("max_layers", int, "most hidden dense layers", default=4, low=1, high=8, space="mlp"),
+    Setting("backbones", str, "backbones or families to choose from, comma-separated", default_text="all",
+            space="finetune"),
+    Setting("weights", str, "ImageNet weights, or none (random initialisation)", default="imagenet",
+            choices=("imagenet", "none"), space="finetune"),
+    Setting("weights_dir", str, "folder of Keras weight files, used instead of downloading", space="finetune"),
+    Setting("max_model_size", int, "prune a trial whose model has more parameters, before training", low=1,
+            space="autokeras"),
+    Setting("pretrained", str, "use AutoKeras's pretrained blocks (no: leave them out)", default="yes",
+            choices=("yes", "no"), space="autokeras"),
+    # The dashboards.
+    Setting("host", str, "address the dashboards listen on", default="127.0.0.1", commands=("dashboard", "mlflow")),
+    Setting("dashboard_port", int, "port of the Optuna dashboard", default=8080, low=1, high=65535,
+            commands=("dashboard",)),
+    Setting("mlflow_port", int, "port of the MLflow UI", default=5000, low=1, high=65535, commands=("mlflow",)),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+STUDY_KEYS = tuple(setting.name for setting in SETTINGS if setting.study)
+
+
+def default(name: str):
+    """The value of setting ``name`` when it is not given."""
+    return BY_NAME[name].default
+
+
+def space_defaults(space: str) -> dict:
+    """The options of ``space`` as they are when none is given."""
+    return {s.name: s.default for s in SETTINGS if s.space == space}
+
+
+def from_env(name: str):
+    """Setting ``name`` from its environment variable, checked, or its default."""
+    setting = BY_NAME[name]
+    text = os.environ.get(setting.env)
+    if not text:
+        return setting.default
+    value = setting.parse(text)
+    setting.validate(value)
+    return value
+
+
+def help_text(setting: Setting) -> str:
+    scope = f"{setting.space}: " if setting.space else ""
+    return f"{scope}{setting.help} (default {setting.shown_default()})"
+
+
+def markdown_table() -> str:
+    """The README's table of settings."""
+    lines = ["| variable | meaning | default | read by |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        meaning = (f"{s.space} space: " if s.space else "") + s.help
+        if s.choices:
+            meaning += ": " + ", ".join(f"`{c}`" for c in s.choices)
+        read_by = f"`SPACE={s.space}`" if s.space else ", ".join(s.commands)
+        shown = s.default_text or ("none" if s.default is None else f"`{s.shown_default()}`")
+        lines.append(f"| `{s.env}` | {meaning} | {shown} | {read_by} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # the README's table; with --value NAME, the setting's value here
+    import sys
+
+    if sys.argv[1:2] == ["--value"]:
+        print(from_env(sys.argv[2]))
+    else:
+        print(markdown_table(), end="")

@@ -1,0 +1,2 @@
+"""The trial engine: a search process's loop (``engine.py``), one trial (``objective.py``, ``training.py``),
+the study's sampler and pruner, the budget, the TRIALS target, stale trials, signals and process restarts."""

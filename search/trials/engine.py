@@ -1,0 +1,117 @@
+"""``Search``: one process's part in a study, wired together once (``search`` and ``worker`` use it,
+so do the tests and benchmarks)."""
+
+from __future__ import annotations
+
+import enum
+import time
+
+import optuna
+
+from search.datasets import Dataset
+from search.results.checkpoints import BestCheckpoint
+from search.results.mlflow_runs import Tracker
+from search.trials import signals
+from search.trials.budget import Budget
+from search.trials.objective import Objective
+from search.trials.process_restart import TrialBudget
+from search.trials.progress import Progress
+from search.trials.stale_trials import RetryStaleTrial, retire_unneeded_retries
+from search.trials.trial_target import StopAtTarget, live_running, reached
+from spaces import SearchSpace
+from storage.reconnect import DatabaseLost
+
+
+class Stop(enum.Enum):
+    """Why ``Search.run`` returned."""
+
+    TARGET = "the study has its TRIALS"
+    BUDGET = "the budget is spent"
+    RESTART = "this process ran its TRIALS_PER_PROCESS trials"
+    FAILING = "trials keep failing"  # ``Search.failing_because`` says how
+
+
+class Search:
+    """Trials for ``study`` (kept in ``storage``) until it has ``target`` finished ones (None: no target), the
+    ``budget`` runs out, ``trials_per_process`` trials ran here (0: never), or trials keep
+    failing (five in a row, or one on a full disk).
+
+    It owns the objective (``space`` trained on ``data``, each trial an MLflow run of
+    ``tracker``, the best model kept by ``checkpoint``; ``fixed``, ``seed`` and
+    ``max_epoch_seconds`` as ``Objective`` takes them) and the study callbacks: the target,
+    the budget, the checkpoint, the best-run tag, the progress lines, the process's trial
+    count and the signals. It also makes the storage queue again, while the target still
+    needs it, a trial whose worker died (no heartbeat).
+
+    Other workers' running trials count towards the target, and a trial started when the
+    target was already taken is not needed (search/trials/trial_target.py), so the workers
+    together do not overshoot it; when a running trial then fails, this process waits for
+    the rest and goes on.
+    """
+
+    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage, space: SearchSpace, data: Dataset,
+                 tracker: Tracker, checkpoint: BestCheckpoint, *, epochs: int, fixed: dict, seed: int | None = None,
+                 target: int | None = None, budget: Budget | None = None, max_epoch_seconds: float | None = None,
+                 trials_per_process: int = 0):
+        self.study, self.tracker, self.checkpoint, self.target = study, tracker, checkpoint, target
+        self.budget = budget or Budget(None, epochs)
+        self.storage = storage  # the study's (open_storage's), which Optuna wraps in a cache
+        storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client, target=target)
+        self.progress = Progress(target, budget=self.budget)
+        self.trial_count = TrialBudget(trials_per_process)
+        self.objective = Objective(space, data, epochs, tracker, checkpoint, fixed=fixed, seed=seed,
+                                   max_epoch_seconds=max_epoch_seconds, target=target, deadline=self.budget.deadline)
+        self.callbacks = [*([StopAtTarget(target)] if target is not None else []), self.budget,
+                          checkpoint.after_trial, tracker.after_trial, self.progress, self.trial_count,
+                          signals.after_trial]
+
+    @property
+    def failing_because(self) -> str | None:
+        return self.progress.stopped_because
+
+    def reached(self) -> bool:
+        return reached(self.study, self.target)
+
+    def time_left(self) -> bool:
+        return not self.budget.ended and (self.budget.left() is None or self.budget.left() > 0)
+
+    def run(self) -> Stop:
+        """Add trials; return why this process stopped. The last worker to stop ends the
+        study's MLflow parent run (a lost database ends nothing: it raises DatabaseLost)."""
+        self.tracker.reopen()
+        try:
+            while not self.reached() and self.time_left():
+                self.study.optimize(self.objective, timeout=self.budget.left(), catch=(Exception,),
+                                    callbacks=self.callbacks)
+                if self.failing_because or self.trial_count.exhausted or self.budget.ended:
+                    break
+                while live_running(self.study) and self.time_left():
+                    time.sleep(1)  # the other workers' trials may still fail
+                    optuna.storages.fail_stale_trials(self.study)
+        except Exception:
+            # Optuna can mask a storage error with its own (an UnboundLocalError when it cannot
+            # read back the trial it failed to tell): a lost database is the real cause.
+            if getattr(self.storage, "lost", None):
+                raise self.storage.lost from None
+            raise
+        finally:
+            self.end_parent_run_if_last()
+        if self.failing_because:
+            return Stop.FAILING
+        if self.reached():
+            return Stop.TARGET
+        if self.trial_count.exhausted and self.time_left():
+            return Stop.RESTART
+        return Stop.BUDGET
+
+    def end_parent_run_if_last(self) -> None:
+        """While another worker still runs a trial, the parent stays RUNNING."""
+        try:
+            optuna.storages.fail_stale_trials(self.study)
+            if not live_running(self.study):
+                if self.reached():
+                    retire_unneeded_retries(self.study, self.storage, self.target)
+                self.tracker.end(reached_target=self.target is None or self.reached())
+        except DatabaseLost:
+            pass
+

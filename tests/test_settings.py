@@ -1,0 +1,77 @@
+"""search/settings.py is the one declaration of every setting: the parser, the spaces, the
+study's defaults, the Makefile and the README's table all follow it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO
+from search.command_line.main import parse_args
+from search.settings import BY_NAME, SETTINGS, STUDY_KEYS, markdown_table, space_defaults
+from storage.errors import UserError
+
+
+def test_the_readme_table_is_the_declaration():
+    assert markdown_table() in (REPO / "README.md").read_text(), "run `python -m search.settings` for the table"
+
+
+def test_every_setting_is_a_flag_and_a_variable_checked_the_same_way(monkeypatch):
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.env, raising=False)
+    args = parse_args(["search"])
+    for s in SETTINGS:  # what a study records, a space's options, conditional defaults: None, for the record to fill
+        assert getattr(args, s.name) == (s.default if s.unset_is_default else None), s.name
+    assert args.runs_dir == "runs" and args.heartbeat == 10 and args.trials is None and args.space is None
+    monkeypatch.setenv("MAX_BLOCKS", "3")
+    assert parse_args(["search"]).max_blocks == 3 and parse_args(["search", "--max-blocks", "5"]).max_blocks == 5
+    monkeypatch.setenv("MAX_BLOCKS", "9")
+    with pytest.raises(UserError, match="MAX_BLOCKS=9: must be from 1 to 8"):
+        parse_args(["search"])
+    with pytest.raises(UserError, match="MAX_BLOCKS=0: must be from 1 to 8"):
+        parse_args(["search", "--max-blocks", "0"])
+
+
+def test_each_space_option_is_a_field_of_its_space_and_takes_its_declared_default():
+    from search.trials.study import get_space
+    from spaces import SPACES
+
+    for name, cls in SPACES.items():
+        assert [f.name for f in dataclasses.fields(cls)] == list(space_defaults(name)), name
+        assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(cls)), f"{name}: a second default"
+    assert get_space("cnn").max_blocks == BY_NAME["max_blocks"].default
+    assert get_space("finetune", backbones="mobilenet_0.25").weights == BY_NAME["weights"].default
+
+
+def test_the_storage_layers_own_retry_default_is_db_retrys():
+    """The storage layer (which imports nothing from search) keeps its own default, for the
+    commands that do not pass DB_RETRY (report, dashboard); it must say the same."""
+    from storage.optuna_storage import DEFAULT_DB_RETRY_S
+
+    assert BY_NAME["db_retry"].default == DEFAULT_DB_RETRY_S
+
+
+def test_the_written_out_choices_are_the_registries():
+    from search.datasets import DATASETS
+    from search.trials.study import PRUNERS, SAMPLERS
+    from spaces import SPACES
+
+    assert BY_NAME["dataset"].choices == DATASETS and BY_NAME["space"].choices == tuple(SPACES)
+    assert BY_NAME["sampler"].choices == tuple(SAMPLERS) and BY_NAME["pruner"].choices == tuple(PRUNERS)
+    assert set(STUDY_KEYS) == {"dataset", "space", "epochs", "image_size", "labels", "folder", "sampler",
+                               "pruner", "seed"}
+
+
+def test_make_passes_its_command_line_on_with_no_list_of_settings(tmp_path):
+    rules = [line for line in (REPO / "Makefile").read_text().splitlines() if not line.startswith("#")]
+    named = {s.env for s in SETTINGS if any(re.search(rf"\b{s.env}\b", line) for line in rules)}
+    assert not named  # neither exported one by one nor given a default there
+    runs = tmp_path / "elsewhere"
+    (runs / "exports").mkdir(parents=True)
+    done = subprocess.run(["make", "--no-print-directory", "clean", f"RUNS_DIR={runs}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not runs.exists()
