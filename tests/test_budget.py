@@ -67,10 +67,21 @@ def test_a_trial_running_at_the_deadline_stops_at_its_epoch_end_and_keeps_its_va
 
 
 def test_a_trial_that_cannot_finish_in_the_time_left_is_cut_to_fit(tmp_path, digits):
+    # The deadline is set from this machine's own epoch time (a fixed one let a fast machine
+    # train all 60 epochs in time): a whole epoch, validation and logging included, from the
+    # MLflow timestamps of a probe's later epochs. About half the plan fits, well inside
+    # the window in which a trial is cut rather than trained whole or skipped at its start.
+    (tmp_path / "probe").mkdir()
+    probe = new_search(tmp_path / "probe", digits, pruner=optuna.pruners.NopPruner(), epochs=4)
+    probe.study.enqueue_trial(GOOD)
+    probe.study.optimize(probe.objective, n_trials=1)
+    stamps = [m.timestamp / 1000 for m in probe.tracker.client.get_metric_history(
+        trial_runs(probe.tracker)[0].info.run_id, "val_accuracy")]
+    seconds = 60 * (stamps[-1] - stamps[1]) / (len(stamps) - 2) / 2
     search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=60)
     study, tracker, objective = search.study, search.tracker, search.objective
-    deadline_wall = time.time() + 8  # MLflow stamps metrics with the wall clock
-    objective.deadline = time.monotonic() + 8
+    deadline_wall = time.time() + seconds  # MLflow stamps metrics with the wall clock
+    objective.deadline = time.monotonic() + seconds
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1)
     trial = study.trials[0]
