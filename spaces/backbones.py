@@ -29,6 +29,7 @@ from keras import layers, ops
 
 from storage.errors import UserError
 
+
 class WeightsUnavailable(UserError):
     """A backbone's pretrained weights cannot be had here (no file, or no download)."""
 

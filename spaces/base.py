@@ -52,10 +52,10 @@ class SearchSpace(abc.ABC):
 
     Subclasses are dataclasses whose fields are the space's options, keyword-only and
     without defaults: each is a setting (a flag and environment variable of the same name)
-    declared, with its default and checks, in ``search/settings.py``. ``settings()`` are the options that define
-    what the space is; everything else about a model comes from ``trial.suggest_*`` calls
-    in ``build``, so the settings plus ``trial.params`` rebuild the model exactly
-    (``optuna.trial.FixedTrial(params)`` replays a trial).
+    declared, with its default and checks, in ``search/settings.py``. ``settings()`` are the
+    options that define what the space is; everything else about a model comes from
+    ``trial.suggest_*`` calls in ``build``, so the settings plus ``trial.params`` rebuild the
+    model exactly (``optuna.trial.FixedTrial(params)`` replays a trial).
     """
 
     #: Smallest image side (pixels) this space can build a model for.

@@ -215,8 +215,8 @@ def digits(tmp_path_factory):
 
 def new_search(root: Path, data, space="mlp", *, epochs: int = 3, pruner=None, **search_options):
     """A ``Search`` wired as the search command wires it, on a new study (SQLite) and MLflow
-    store in ``root``: ``space`` is a space or a registered name (default options), ``pruner``
-    replaces the study's, ``search_options`` go to ``Search`` (target, budget, ...)."""
+    store in ``root`` (created if need be): ``space`` is a space or a registered name (default
+    options), ``pruner`` replaces the study's, ``search_options`` go to ``Search`` (target, budget, ...)."""
     from search.records import SPACE_OPTIONS
     from search.results.checkpoints import BestCheckpoint
     from search.results.mlflow_runs import Tracker
@@ -233,6 +233,7 @@ def new_search(root: Path, data, space="mlp", *, epochs: int = 3, pruner=None, *
     name = next(key for key, cls in SPACES.items() if isinstance(space, cls))
     settings = {**{key: default(key) for key in STUDY_KEYS}, "dataset": data.name, "space": name, "epochs": epochs,
                 "seed": 0, SPACE_OPTIONS: space.settings()}
+    root.mkdir(parents=True, exist_ok=True)
     storage = open_storage(default_storage_url(root / "optuna.db"))
     study = open_study(storage, f"{data.name}-{name}", settings, exists=False)
     if pruner is not None:

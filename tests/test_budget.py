@@ -71,7 +71,6 @@ def test_a_trial_that_cannot_finish_in_the_time_left_is_cut_to_fit(tmp_path, dig
     # train all 60 epochs in time): a whole epoch, validation and logging included, from the
     # MLflow timestamps of a probe's later epochs. About half the plan fits, well inside
     # the window in which a trial is cut rather than trained whole or skipped at its start.
-    (tmp_path / "probe").mkdir()
     probe = new_search(tmp_path / "probe", digits, pruner=optuna.pruners.NopPruner(), epochs=4)
     probe.study.enqueue_trial(GOOD)
     probe.study.optimize(probe.objective, n_trials=1)

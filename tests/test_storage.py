@@ -72,7 +72,6 @@ def test_a_moved_runs_dir_serves_its_mlflow_artifacts_from_where_it_is_now(tmp_p
 
     from mlflow.tracking import MlflowClient
 
-
     old = RunsLayout(tmp_path / "old")
     old.ensure_writable()
     client = MlflowClient(local_tracking_uri(old))

@@ -23,7 +23,6 @@ from storage.urls import default_storage_url
 from search import records
 
 
-
 def search_env(runs_env: dict, study: str, **settings: str) -> dict:
     return {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none",
             "STORAGE": POSTGRES_URL, "STUDY": study, **settings}

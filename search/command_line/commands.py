@@ -92,15 +92,13 @@ def _context(args: argparse.Namespace, creating: bool) -> Context:
 def _resolve(args: argparse.Namespace, creating: bool, layout: RunsLayout, storage_url: str,
              storage: optuna.storages.BaseStorage) -> Context:
     study_name = args.study or (f"{args.dataset}-{args.space or default('space')}" if args.dataset else None)
+    names = optuna.get_all_study_names(storage) if study_name is None or not creating else []
     if study_name is None:
-        names = optuna.get_all_study_names(storage)
         if creating or len(names) != 1:
             raise UserError(f"set DATASET or STUDY (studies in {mask_url(storage_url)}: {', '.join(names) or 'none'})")
         study_name = names[0]
-    if not creating:
-        names = optuna.get_all_study_names(storage)
-        if study_name not in names:
-            raise UserError(f"no study {study_name!r} in {mask_url(storage_url)} (there: {', '.join(names) or 'none'})")
+    if not creating and study_name not in names:
+        raise UserError(f"no study {study_name!r} in {mask_url(storage_url)} (there: {', '.join(names) or 'none'})")
     given = {key: getattr(args, key) for key in STUDY_KEYS if getattr(args, key) is not None}
     settings, exists = resolve_settings(storage, study_name, given)
     spec = DatasetSpec(settings["dataset"], settings["image_size"], settings["labels"], settings["folder"])

@@ -13,7 +13,6 @@ from search.records import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
 from storage.files import DISK_FULL
 
 
-
 class Progress:
     """Study callback printing the search's progress; also stops the search after
     ``max_consecutive_failures`` failed trials in a row (``stopped_because`` says why)."""

@@ -11,6 +11,7 @@ from search.records import OBJECTIVE, SETTINGS_ATTR, SPACE_OPTIONS
 from search.settings import STUDY_KEYS, default, space_defaults
 from spaces import SearchSpace, space_class, space_options
 
+
 def _gp_sampler(seed: int | None) -> optuna.samplers.BaseSampler:
     try:
         import torch  # noqa: F401  (GPSampler needs it)
@@ -71,10 +72,7 @@ def resolve_settings(storage: optuna.storages.BaseStorage, study_name: str, give
         raise UserError(f"study {study_name!r} was not created by this tool (no recorded settings)")
     for key, value in given.items():
         if key in STUDY_KEYS and value is not None and value != recorded.get(key):
-            raise UserError(
-                f"study {study_name!r} was created with {key.upper()}={recorded.get(key)}, not {value}; "
-                "drop the setting to join it, or pick a new STUDY name"
-            )
+            raise _contradiction(study_name, key, recorded.get(key), value)
     return recorded, True
 
 
@@ -102,11 +100,14 @@ def resolve_space(settings: dict, given: dict, exists: bool, study_name: str) ->
     asked = cls(**{**recorded, **given}).settings()
     for key, value in asked.items():
         if value != recorded.get(key):
-            raise UserError(
-                f"study {study_name!r} was created with {key.upper()}={recorded.get(key)}, not {value}; "
-                "drop the setting to join it, or pick a new STUDY name"
-            )
+            raise _contradiction(study_name, key, recorded.get(key), value)
     return space
+
+
+def _contradiction(study_name: str, key: str, recorded, given) -> UserError:
+    """A given setting that would change what the study is (its record stays as it is)."""
+    return UserError(f"study {study_name!r} was created with {key.upper()}={recorded}, not {given}; "
+                     "drop the setting to join it, or pick a new STUDY name")
 
 
 def run_params(settings: dict, space: SearchSpace) -> dict:
