@@ -45,5 +45,6 @@ bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/prepare.py
 
+# Deletes RUNS_DIR only when it is a runs folder this project made, holding nothing else.
 clean: install
-	rm -rf "$$($(BIN)/python -m search.settings --value runs_dir)"
+	$(BIN)/python -m search clean

@@ -2,5 +2,17 @@
 
 import os
 
-# Quiet TensorFlow's C++ start-up logging unless the user asked for it.
+# Quiet TensorFlow's C++ start-up logging unless the user asked for it, and MLflow's log lines:
+# our progress lines say what happened, and an error MLflow logs with its traceback (hundreds of
+# lines on a full disk) is also raised, and said in one line. MLflow reads this when first imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
+
+# A tracking server that goes away is said within a bounded time (then handled like a lost study
+# database: search/results/mlflow_runs.py): MLflow's client would retry each call 7 times with
+# waits doubling from 2 s, and wait 120 s for each answer (minutes of silence in an epoch).
+# Here: 4 retries waiting 1, 2, 4, 8 s (about 15 s when the server refuses connections), 10 s for
+# an answer (at most about 70 s when it hangs). A variable set by the user wins.
+for _name, _value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                      ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+    os.environ.setdefault(_name, _value)

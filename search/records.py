@@ -27,6 +27,8 @@ PRUNE_REASON_ATTR = "prune_reason"  # why a trial was pruned (also the run tag's
 SURPLUS_ATTR = "surplus"  # pruned as not needed for TRIALS (search/trials/trial_target.py); does not count
 EPOCH_SECONDS_ATTR = "epoch_seconds"  # the slowest epoch's projected seconds (also a metric)
 PLANNED_EPOCHS_ATTR = "planned_epochs"  # the epochs the trial planned, once cut to fit the budget
+INTERRUPTED_ATTR = "interrupted"  # failed by an interruption (a signal, a lost tracking store), not by itself
+RETRY_OF_ATTR = "retry_of"  # on a trial queued again: the number of the interrupted trial it repeats
 DEADLINE_ATTR = "stopped_at_deadline"  # the epoch (from 1) after which the budget's deadline stopped it
 
 # MLflow run tags.

@@ -11,14 +11,19 @@ MLflow): a bad value is refused in well under a second, before TensorFlow starts
 
 from __future__ import annotations
 
+import base64
+import difflib
+import math
 import os
 import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
+from spaces.catalog import SPACE_NAMES, parse_backbones
 from storage.errors import UserError
 from storage.urls import check_database_url, mask_url
 
@@ -27,7 +32,7 @@ from storage.urls import check_database_url, mask_url
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MLFLOW_PROBE_TIMEOUT_S = 5
 
-COMMANDS = ("search", "worker", "export", "evaluate", "report", "dashboard", "mlflow")
+COMMANDS = ("search", "worker", "export", "evaluate", "report", "dashboard", "mlflow", "clean")
 TRAINING = ("search", "worker")  # the commands that run trials
 ON_A_STUDY = ("search", "worker", "export", "evaluate")  # the commands that open one study and its data
 
@@ -88,6 +93,8 @@ class Setting:
             raise UserError(f"{self.env}={text!r} is not a valid {self.kind.__name__}") from None
 
     def validate(self, value) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{self.env}={value}: must be a finite number")
         shown = _number(value) if isinstance(value, float) else value
         if self.low is not None and value < self.low or self.high is not None and value > self.high:
             bounds = (f"from {_number(self.low)} to {_number(self.high)}" if self.high is not None
@@ -119,10 +126,18 @@ def check_tracking_uri(env: str, uri: str) -> None:
     server is found here, in at most 5 s, rather than after MLflow's own retries (minutes)
     with the study already created.
     """
-    scheme = urlsplit(uri).scheme.lower()
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
+        # user:password@ in the URL is MLflow's basic auth (its client sends it so): urllib would
+        # take it for part of the host name, so it goes in a header here.
+        bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        request = urllib.request.Request(bare.rstrip("/") + "/health")
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=MLFLOW_PROBE_TIMEOUT_S):
+            with urllib.request.urlopen(request, timeout=MLFLOW_PROBE_TIMEOUT_S):
                 return
         except urllib.error.HTTPError as exc:
             raise UserError(f"{env} {mask_url(uri)}: not an MLflow server (/health answered HTTP {exc.code})") from None
@@ -137,20 +152,30 @@ def check_tracking_uri(env: str, uri: str) -> None:
     check_database_url(env, uri)
 
 
-# The choices of DATASET, SPACE, SAMPLER and PRUNER are their registries' keys
-# (tests/test_settings.py checks), written out so that checking them imports no Keras or Optuna.
+def check_folder(env: str, folder: str) -> None:
+    if not Path(folder).expanduser().is_dir():
+        raise UserError(f"{env} {folder}: no such folder (expected train/<class>/* and validation/<class>/* in it)")
+
+
+def check_backbones(env: str, text: str) -> None:
+    parse_backbones(text)
+
+
+# The choices of DATASET, SAMPLER and PRUNER are their registries' keys (tests/test_settings.py
+# checks), written out so that checking them imports no Keras or Optuna; SPACE's are the catalog's.
 SETTINGS = (
     # What a study is: recorded when it is created.
     Setting("dataset", str, "the dataset", default_text="required for a new study", study=True,
             choices=("tinyimagenet", "cifar10", "cifar100", "mnist", "fashion_mnist", "digits", "folder")),
     Setting("space", str, "search space (below: Search spaces)", default="cnn", study=True,
-            choices=("cnn", "mlp", "finetune", "autokeras")),
+            choices=SPACE_NAMES),
     Setting("epochs", int, "epochs a trial plans (fewer when cut to fit the budget or pruned)", default=15,
             low=1, study=True),
     Setting("image_size", int, "resize images to this square size, 8 to 512", default_text="the dataset's own",
             low=8, high=512, study=True),
     Setting("labels", str, "cifar100's labels", default="fine", choices=("fine", "coarse"), study=True),
-    Setting("folder", str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*", study=True),
+    Setting("folder", str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*", study=True,
+            check=check_folder),
     Setting("sampler", str, "Optuna sampler (gp needs pip install '.[gp]', i.e. PyTorch)", default="tpe",
             choices=("tpe", "random", "cmaes", "gp"), study=True),
     Setting("pruner", str, "Optuna pruner on per-epoch validation accuracy (hyperband's first rung is after a "
@@ -188,7 +213,7 @@ SETTINGS = (
     Setting("max_blocks", int, "most conv blocks", default=4, low=1, high=8, space="cnn"),
     Setting("max_layers", int, "most hidden dense layers", default=4, low=1, high=8, space="mlp"),
     Setting("backbones", str, "backbones or families to choose from, comma-separated", default_text="all",
-            space="finetune"),
+            check=check_backbones, space="finetune"),
     Setting("weights", str, "ImageNet weights, or none (random initialisation)", default="imagenet",
             choices=("imagenet", "none"), space="finetune"),
     Setting("weights_dir", str, "folder of Keras weight files, used instead of downloading", space="finetune"),
@@ -225,6 +250,21 @@ def from_env(name: str):
     value = setting.parse(text)
     setting.validate(value)
     return value
+
+
+def misspelt(environ: dict[str, str]) -> list[str]:
+    """A line for each variable in ``environ`` that is not a setting but reads like one
+    (``BUGDET``, ``TRAILS``): make passes every variable on, so a misspelt one would be
+    silently ignored. Close means a similarity above 0.82 (``PORT`` is not ``REPORT``)."""
+    names = [s.env for s in SETTINGS]
+    lines = []
+    for key in sorted(environ):
+        if key in names or not environ[key] or not re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
+            continue
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.82)
+        if close:
+            lines.append(f"{key} is not a setting (did you mean {close[0]}?); it is ignored")
+    return lines
 
 
 def help_text(setting: Setting) -> str:

@@ -1,51 +1,54 @@
-"""Search spaces. Add one: a module with a SearchSpace subclass, one line in SPACES, and a line in
-search/settings.py for each of its options."""
+"""Search spaces. Add one: a module with a SearchSpace subclass, one line in
+``spaces/catalog.py``'s SPACE_CLASSES, and a line in search/settings.py for each of its options.
+
+Importing ``spaces`` is cheap: the space classes, and Keras with them, are imported when
+first used (``spaces.SPACES``, ``space_class``, ``load_model``), so the command line checks
+its input before TensorFlow starts.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import zipfile
 from pathlib import Path
 
-import keras
-
+from spaces.catalog import SPACE_CLASSES, SPACE_NAMES
 from storage.errors import UserError
-from spaces.autokeras_space import AutoKerasSpace
-from spaces.base import Candidate, Phase, SearchSpace
-from spaces.cnn import CNNSpace
-from spaces.finetune import FinetuneSpace
-from spaces.mlp import MLPSpace
-
-SPACES: dict[str, type[SearchSpace]] = {
-    "cnn": CNNSpace,
-    "mlp": MLPSpace,
-    "finetune": FinetuneSpace,
-    "autokeras": AutoKerasSpace,
-}
 
 
-def space_class(name: str) -> type[SearchSpace]:
+def space_class(name: str):
+    """The SearchSpace subclass registered as ``name``."""
     try:
-        return SPACES[name]
+        module, cls = SPACE_CLASSES[name]
     except KeyError:
-        raise UserError(f"unknown SPACE {name!r}; choose one of: {', '.join(SPACES)}") from None
+        raise UserError(f"unknown SPACE {name!r}; choose one of: {', '.join(SPACE_NAMES)}") from None
+    return getattr(importlib.import_module(module), cls)
 
 
-def space_options(name: str) -> list[str]:
-    """The options (constructor arguments) of the space registered as ``name``."""
-    return [f.name for f in dataclasses.fields(space_class(name))]
-
-
-def load_model(path: str | Path, compile: bool = True) -> keras.Model:
+def load_model(path: str | Path, compile: bool = True):
     """``keras.saving.load_model`` for any model a space built (a checkpoint or an export).
 
-    Importing ``spaces`` registers our own layers and loss. AutoKeras registers its layers
-    when it is imported, which takes seconds, so that happens only for a model using them.
+    Importing ``spaces.common`` registers our own layers and loss. AutoKeras registers its
+    layers when it is imported, which takes seconds, so that happens only for a model using them.
     """
+    import keras
+
+    import spaces.backbones  # noqa: F401  (registers BackbonePreprocess)
+    import spaces.common  # noqa: F401  (registers the loss)
+
     with zipfile.ZipFile(path) as archive:
         if b'"module": "autokeras' in archive.read("config.json"):
             import autokeras  # noqa: F401
     return keras.saving.load_model(path, compile=compile)
 
 
-__all__ = ["SPACES", "Candidate", "Phase", "SearchSpace", "load_model", "space_class", "space_options"]
+def __getattr__(name: str):
+    """``SPACES`` (name -> class) and the interface (``SearchSpace``, ``Candidate``, ``Phase``), on first use."""
+    if name == "SPACES":
+        return {space: space_class(space) for space in SPACE_NAMES}
+    if name in ("SearchSpace", "Candidate", "Phase"):
+        return getattr(importlib.import_module("spaces.base"), name)
+    raise AttributeError(f"module 'spaces' has no attribute {name!r}")
+
+
+__all__ = ["SPACES", "SPACE_NAMES", "Candidate", "Phase", "SearchSpace", "load_model", "space_class"]

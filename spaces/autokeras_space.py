@@ -13,6 +13,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import keras
 import keras_tuner
@@ -144,12 +145,16 @@ class AutoKerasSpace(SearchSpace):
 
     max_model_size: int | None
     pretrained: str
+    #: Set by ``check_ready`` when Keras cannot download weights here: pretrained blocks are left out.
+    offline: ClassVar[bool] = False
 
     @property
     def fixed(self) -> dict:
-        return {"pretrained": False} if self.pretrained == "no" else {}
+        return {"pretrained": False} if self.pretrained == "no" or self.offline else {}
 
     def check_ready(self) -> list[str]:
+        """With pretrained blocks allowed, whether Keras can download their weights; when it cannot,
+        they are left out of this process's trials (nothing is sampled that cannot run here)."""
         if self.pretrained == "no":
             return []
         try:
@@ -157,17 +162,18 @@ class AutoKerasSpace(SearchSpace):
         except urllib.error.HTTPError:
             pass  # the host answered
         except (urllib.error.URLError, OSError) as exc:
-            return [f"Keras cannot reach {WEIGHTS_HOST} ({getattr(exc, 'reason', exc)}): trials of AutoKeras's "
-                    "pretrained blocks fail unless their weights are in ~/.keras/models; PRETRAINED=no leaves them out"]
+            self.offline = True
+            return [f"Keras cannot reach {WEIGHTS_HOST} ({getattr(exc, 'reason', exc)}) to download the weights of "
+                    "AutoKeras's pretrained blocks: they are left out here (as with PRETRAINED=no)"]
         return []
 
     def initial_params(self, image_shape) -> list[dict]:
         """AutoKeras's own starting points for image classification (``task_specific.IMAGE_CLASSIFIER``),
-        less those with pretrained blocks when ``pretrained="no"``."""
+        less those with pretrained blocks when they are left out."""
         from autokeras.tuners import task_specific
 
         configs = [dict(config) for config in task_specific.IMAGE_CLASSIFIER]
-        if self.pretrained == "no":
+        if self.fixed:
             configs = [c for c in configs if not any(k.endswith("/pretrained") and v for k, v in c.items())]
         return configs
 

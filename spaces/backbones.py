@@ -39,7 +39,7 @@ class Backbone:
     """One keras.applications model: how to build it, preprocess for it, and cut it into blocks.
 
     ``weights_file`` and ``weights_hash`` are the no-top file name and hash Keras uses
-    (``tests/test_backbones.py`` checks them against Keras). Group 1 of
+    (``tests/test_finetune.py`` builds each one from its file). Group 1 of
     ``block_pattern`` is the block a layer belongs to, read from the layer's name.
     """
 
@@ -86,32 +86,8 @@ def _zoo() -> dict[str, Backbone]:
     return {b.name: b for b in mobilenets + others}
 
 
-#: Every backbone, lighter families first.
+#: Every backbone, in the catalog's order (spaces/catalog.py: its names, without Keras).
 ZOO: dict[str, Backbone] = _zoo()
-FAMILIES: dict[str, list[str]] = {}
-for _backbone in ZOO.values():
-    FAMILIES.setdefault(_backbone.family, []).append(_backbone.name)
-
-
-def parse_choice(text: str | None, has_weights: Callable[[str], bool] | None = None) -> list[str]:
-    """Backbone names, in zoo order, from a comma-separated list of names or families (None: all).
-
-    A family with several variants stands for all of them, or, with ``has_weights``,
-    for those whose weights it says are here (all of them when none is).
-    """
-    wanted = set()
-    for item in (part.strip().lower() for part in (text or ",".join(FAMILIES)).split(",")):
-        if item in ZOO:
-            wanted.add(item)
-        elif item in FAMILIES:
-            variants = FAMILIES[item]
-            here = [name for name in variants if has_weights and has_weights(name)]
-            wanted.update(here or variants)
-        elif item:
-            raise UserError(f"unknown backbone {item!r} in BACKBONES; choose from: {', '.join([*FAMILIES, *ZOO])}")
-    if not wanted:
-        raise UserError("BACKBONES is empty")
-    return [name for name in ZOO if name in wanted]
 
 
 def _file_hash(path: Path, length: int) -> str:

@@ -9,8 +9,9 @@ from keras import layers
 
 from storage.errors import UserError
 from spaces.backbones import (ZOO, BackbonePreprocess, WeightsUnavailable, cut_blocks,
-                              load_backbone, parse_choice, weights_file, weights_path)
+                              load_backbone, weights_file, weights_path)
 from spaces.base import Candidate, Phase, SearchSpace
+from spaces.catalog import parse_backbones
 from spaces.common import TRAINING_START, augment, compile_classifier, dense_head, image_input, recompile
 
 RESOLUTIONS = (96, 128, 160, 224)
@@ -58,7 +59,7 @@ class FinetuneSpace(SearchSpace):
     location_options = ("weights_dir",)
 
     def __post_init__(self):
-        names = parse_choice(self.backbones, self._has_file if self._from_folder else None)
+        names = parse_backbones(self.backbones, self._has_file if self._from_folder else None)
         self.backbones = ",".join(names)
 
     @property

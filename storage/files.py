@@ -11,17 +11,23 @@ other machines or containers may share the folder).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import shutil
 import socket
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from storage.errors import UserError
+from storage.machine import alive
 
 DISK_FULL = "disk full"  # how every message about a full disk starts
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+# NumPy's tofile on a full disk: an OSError with no errno ("82752 requested and 3968 written").
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 _TEMP = re.compile(r"\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.tmp\.")
 
 
@@ -46,6 +52,35 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+@contextmanager
+def locked(lock_file: Path) -> Iterator[None]:
+    """Held while this process has an exclusive lock on ``lock_file`` (created if need be):
+    other processes of any host sharing the folder wait for it."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def scratch_folder(folder: Path) -> Iterator[Path]:
+    """A temporary folder in ``folder``, named as this process's temporary files are, that
+    Python's ``tempfile`` uses while the block runs (libraries write their scratch files
+    there, not in the system's temporary folder); removed afterwards, or by
+    ``remove_leftovers`` after a kill."""
+    scratch = temp_path(folder / "scratch")
+    scratch.mkdir(parents=True, exist_ok=True)
+    before, tempfile.tempdir = tempfile.tempdir, str(scratch)
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = before
+        _remove(scratch)
+
+
 def remove_leftovers(folder: Path) -> list[Path]:
     """Remove the temporary files and folders in ``folder`` left by processes of this host
     that no longer run; return them."""
@@ -54,7 +89,7 @@ def remove_leftovers(folder: Path) -> list[Path]:
         return removed
     for entry in folder.iterdir():
         match = _TEMP.match(entry.name)
-        if match and match["host"] == HOST and not _alive(int(match["pid"])):
+        if match and match["host"] == HOST and not alive(int(match["pid"])):
             _remove(entry)
             removed.append(entry)
     return removed
@@ -76,7 +111,8 @@ class DiskFull(UserError):
 
 def is_disk_full(exc: BaseException | None) -> bool:
     """Whether ``exc``, or an exception it was raised from, says the disk is full (an OSError
-    ENOSPC, or SQLite's "database or disk is full" however a library wrapped it)."""
+    ENOSPC, SQLite's "database or disk is full" however a library wrapped it, NumPy's short
+    write)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -84,20 +120,12 @@ def is_disk_full(exc: BaseException | None) -> bool:
             return True
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if "database or disk is full" in str(exc) or "No space left on device" in str(exc):
+        text = str(exc)
+        if any(words in text for words in ("database or disk is full", "No space left on device",
+                                           "Not enough free space")) or _SHORT_WRITE.search(text):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove(path: Path) -> None:

@@ -250,3 +250,22 @@ def trial_runs(tracker) -> dict:
         [tracker.experiment_id], f"tags.mlflow.parentRunId = '{tracker.parent_run_id}'", order_by=["start_time ASC"]
     )
     return {int(run.data.tags["optuna.trial"]): run for run in runs}
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real MLflow tracking server on 127.0.0.1 (SQLite backend store, proxied artifacts)."""
+    import signal
+
+    log = (tmp_path / "mlflow-server.log").open("w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(free_port()),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=log, stderr=log, start_new_session=True)
+    url = f"http://127.0.0.1:{server.args[server.args.index('--port') + 1]}"
+    wait_for_http(f"{url}/health", server, tmp_path / "mlflow-server.log")
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=60)
+    log.close()

@@ -144,6 +144,7 @@ def test_in_process_restart_carries_on_with_what_is_left_of_the_timeout(runs_env
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert out.count("continuing in a fresh one") == 1 and "1/2 trials finished" in out
+    assert " s of the 3600 s budget searching" in out  # the budget it began with, not what the last process had
     study = optuna.load_study(study_name="digits-mlp",
                               storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
     assert len(study.trials) == 2
@@ -182,6 +183,15 @@ def _one_class_folder(data: Path, tmp: Path) -> list[str]:
     return ["--dataset", "folder", "--folder", str(tmp / "photos"), "--image-size", "16"]
 
 
+def _no_validation_classes(data: Path, tmp: Path) -> list[str]:
+    for name in ("cat", "dog"):
+        (tmp / "photos" / "train" / name).mkdir(parents=True)
+        for i in range(3):
+            (tmp / "photos" / "train" / name / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+    (tmp / "photos" / "validation").mkdir()
+    return ["--dataset", "folder", "--folder", str(tmp / "photos"), "--image-size", "16"]
+
+
 def _offline(data: Path, tmp: Path) -> list[str]:
     return ["--dataset", "tinyimagenet"]  # the download URL points at a closed port (below)
 
@@ -192,6 +202,7 @@ BAD_DATA = [
     (_corrupt_jpegs, "3 of 18 training images are unreadable"),
     (_empty_class, "train/n002/images has no images"),
     (_one_class_folder, "found 1 class folder"),
+    (_no_validation_classes, "photos/validation: no class folders (expected validation/<class>/*"),
     (_offline, "put tiny-imagenet-200.zip in"),
 ]
 
@@ -222,6 +233,15 @@ def test_a_read_only_runs_dir_is_one_line_exit_2(runs_env, tmp_path):
 
 
 def test_a_worker_cannot_join_a_missing_study(runs_env, capsys):
+    runs = Path(runs_env["RUNS_DIR"])
+    assert main(["worker", "--dataset", "digits", "--study", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: no study database at {runs / 'optuna.db'}; run a search first, or set RUNS_DIR or STORAGE"
+    assert not runs.exists()  # a mistyped RUNS_DIR is not created
+    from storage.optuna_storage import open_storage
+
+    runs.mkdir()
+    open_storage(default_storage_url(runs / "optuna.db"))  # a study database without that study
     assert main(["worker", "--dataset", "digits", "--study", "nowhere"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no study 'nowhere' in sqlite:///") and "\n" not in err

@@ -12,7 +12,8 @@ import pytest
 from storage.errors import UserError
 from search.command_line.main import parse_args
 from search.trials.study import get_space
-from spaces.backbones import FAMILIES, ZOO, WeightsUnavailable, blocks, parse_choice
+from spaces.backbones import ZOO, WeightsUnavailable, blocks
+from spaces.catalog import BACKBONE_FAMILIES, parse_backbones
 from spaces.finetune import tunable_layers
 from conftest import new_search
 from search import records
@@ -56,7 +57,7 @@ def test_weight_files_and_hashes_are_the_ones_keras_asks_for(monkeypatch):
         keras.backend.clear_session()
 
 
-@pytest.mark.parametrize("name", [variants[0] for variants in FAMILIES.values()])
+@pytest.mark.parametrize("name", [variants[0] for variants in BACKBONE_FAMILIES.values()])
 def test_every_backbone_family_builds_trains_a_step_and_exports(name, tmp_path):
     """One variant per family: a family's variants differ only in width, which the file and hash
     test above covers for each."""
@@ -172,14 +173,14 @@ def test_no_download_is_a_clear_error(tmp_path, monkeypatch):
         space.check_ready()
 
 
-def test_parse_choice():
-    assert parse_choice("mobilenet") == ["mobilenet_0.25", "mobilenet_0.5", "mobilenet_0.75", "mobilenet_1.0"]
-    assert parse_choice("VGG16, mobilenet_0.5") == ["mobilenet_0.5", "vgg16"]
-    assert parse_choice(None) == list(ZOO)
-    assert parse_choice("mobilenet", lambda name: name == "mobilenet_1.0") == ["mobilenet_1.0"]
-    assert parse_choice("mobilenet", lambda name: False) == parse_choice("mobilenet")
+def test_parse_backbones():
+    assert parse_backbones("mobilenet") == ["mobilenet_0.25", "mobilenet_0.5", "mobilenet_0.75", "mobilenet_1.0"]
+    assert parse_backbones("VGG16, mobilenet_0.5") == ["mobilenet_0.5", "vgg16"]
+    assert parse_backbones(None) == list(ZOO)
+    assert parse_backbones("mobilenet", lambda name: name == "mobilenet_1.0") == ["mobilenet_1.0"]
+    assert parse_backbones("mobilenet", lambda name: False) == parse_backbones("mobilenet")
     with pytest.raises(UserError, match="unknown backbone 'resnet9'"):
-        parse_choice("resnet9")
+        parse_backbones("resnet9")
     with pytest.raises(UserError, match="unknown WEIGHTS 'random'; choose one of: imagenet, none"):
         parse_args(["search", "--weights", "random"])
 

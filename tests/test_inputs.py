@@ -41,6 +41,12 @@ BAD_VALUES = [
      "STORAGE mysql+mysqldb://root@127.0.0.1:3306/test: the driver MySQLdb is not installed; install mysqlclient"),
     ({"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}, "MLFLOW_TRACKING_URI http://127.0.0.1:1: no MLflow server answers"),
     ({"MLFLOW_TRACKING_URI": "file:///somewhere"}, "MLFLOW_TRACKING_URI=file:///somewhere: MLflow 3 no longer takes"),
+    ({"BUDGET": "inf"}, "BUDGET=inf: must be a finite number"),
+    ({"MAX_EPOCH_SECONDS": "nan"}, "MAX_EPOCH_SECONDS=nan: must be a finite number"),
+    ({"DB_RETRY": "nan"}, "DB_RETRY=nan: must be a finite number"),
+    ({"WORKERS": "1000"}, "WORKERS=1000: this machine can run at most "),
+    ({"MLFLOW_TRACKING_URI": "http://someone:pw@127.0.0.1:1"},
+     "MLFLOW_TRACKING_URI http://someone:***@127.0.0.1:1: no MLflow server answers there (["),
 ]
 
 

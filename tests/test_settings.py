@@ -71,6 +71,7 @@ def test_make_passes_its_command_line_on_with_no_list_of_settings(tmp_path):
     assert not named  # neither exported one by one nor given a default there
     runs = tmp_path / "elsewhere"
     (runs / "exports").mkdir(parents=True)
+    (runs / ".imgsearch-runs").touch()  # a runs folder this project made: make clean deletes only such a one
     done = subprocess.run(["make", "--no-print-directory", "clean", f"RUNS_DIR={runs}"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

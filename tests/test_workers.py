@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 
-from conftest import POSTGRES_URL, REPO, wait_for_http
+from conftest import POSTGRES_URL, REPO
 from search.trials.stale_trials import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
 from storage.urls import default_storage_url
 from search import records
@@ -184,6 +184,14 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
     run = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db")).get_run(
         closed.user_attrs[records.RUN_ID_ATTR])
     assert run.info.status == "FAILED"
+    if sent == signal.SIGINT:  # interrupted, not judged: a resumed search runs it again (a portfolio trial here)
+        assert "fixed_params" in closed.system_attrs
+        resumed = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "1"},
+                                 capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        retry = [t for t in optuna.load_study(study_name="digits-mlp", storage=storage).trials
+                 if t.user_attrs.get(records.RETRY_OF_ATTR) == closed.number]
+        assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == closed.params
 
 
 def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_path):
@@ -222,37 +230,29 @@ def test_a_running_trial_left_without_heartbeats_does_not_stall_a_resumed_search
     assert states.count("COMPLETE") == 3 and states.count("RUNNING") == 1
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real MLflow tracking server on 127.0.0.1 (SQLite backend store, proxied artifacts)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (tmp_path / "mlflow-server.log").open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=log, stderr=log, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/health", server, tmp_path / "mlflow-server.log")
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=60)
-    log.close()
-
-
 def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_server_and_hide_the_password(
         runs_env, pg, pg_study, mlflow_server):
-    password = "s3cr3t-pw"
-    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3", MLFLOW_TRACKING_URI=mlflow_server,
+    """Also: no password is ever on a command line (``ps`` shows those to every user), and a tracking
+    URL with user:password@ works (MLflow's basic auth; this server ignores it)."""
+    password, tracking_password = "s3cr3t-pw", "tr4ck-pw"
+    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3",
+                     MLFLOW_TRACKING_URI=mlflow_server.replace("//", f"//someone:{tracking_password}@"),
                      STORAGE=f"postgresql://postgres:{password}@127.0.0.1:5432/test",
                      CUDA_VISIBLE_DEVICES="3,5")  # no such GPUs: Keras runs on the CPU, the ids are still handed out
-    done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "postgresql://postgres:***@127.0.0.1:5432/test" in done.stdout and "evaluation:" in done.stdout
-    assert password not in done.stdout + done.stderr
+    search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command_lines, workers_seen = set(), 0
+    while search.poll() is None:  # every process's command line, as ps shows them, while the workers run
+        lines = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+        command_lines.update(lines)
+        workers_seen = max(workers_seen, sum("-m search worker" in line for line in lines))
+        time.sleep(0.2)
+    out, err = search.communicate()
+    assert search.returncode == 0, err[-3000:]
+    assert workers_seen == 3
+    assert not [line for line in command_lines if password in line or tracking_password in line]
+    assert "postgresql://postgres:***@127.0.0.1:5432/test" in out and "evaluation:" in out
+    assert password not in out + err and tracking_password not in out + err
     assert not (Path(runs_env["RUNS_DIR"]) / "mlflow.db").exists()  # everything went to the tracking server
 
     study = optuna.load_study(study_name=pg_study, storage=pg)

@@ -1,8 +1,17 @@
-"""What each CLI command does: search (then export and evaluate), export, evaluate, report."""
+"""What each CLI command does: search (then export and evaluate), worker, export, evaluate,
+report, clean (and ``dashboards.py``: dashboard, mlflow).
+
+Everything a command can check without TensorFlow is checked first: RUNS_DIR, the study
+database, the study's record and the settings against it. Keras, MLflow and the spaces are
+imported only after that (``_heavy``), so a bad value or an unreachable database is one line
+in about a second, not after TensorFlow's start-up.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,24 +19,17 @@ from pathlib import Path
 import optuna
 
 from search.command_line.dashboards import dashboard, mlflow  # noqa: F401  (commands too)
-from search.command_line.local_workers import run_local_workers, worker_argv
+from search.command_line.local_workers import check_worker_count, run_local_workers, worker_environment
 from search.datasets import Dataset, DatasetSpec
-from search.results.checkpoints import BestCheckpoint, best_trial
-from search.results.evaluate import evaluate_model
-from search.results.export import MODEL_FILE, export_best
-from search.results.mlflow_runs import Tracker
-from search.settings import STUDY_KEYS, default
-from search.trials.budget import Budget
-from search.trials.engine import Search, Stop
-from search.trials.process_restart import RestartProcess
-from search.trials.study import open_study, resolve_settings, resolve_space, run_params
-from search.trials.trial_target import finished_count, reached
-from spaces import SPACES, SearchSpace, space_options
+from search.records import INTERRUPTED_ATTR, RETRY_OF_ATTR
+from search.settings import SETTINGS, STUDY_KEYS, default
 from storage.errors import UserError
 from storage.layout import RunsLayout
-from storage.mlflow_store import local_tracking_uri
 from storage.optuna_storage import open_storage
 from storage.urls import default_storage_url, mask_url
+
+# Set for the processes a search continues in (TRIALS_PER_PROCESS): the BUDGET it began with.
+BUDGET_TOTAL = "IMGSEARCH_BUDGET_TOTAL"
 
 
 def _quiet_libraries() -> None:
@@ -38,7 +40,7 @@ def _quiet_libraries() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"])  # search/__init__.py says why
 
 
 _quiet_libraries()
@@ -55,44 +57,71 @@ class Context:
     settings: dict
     exists: bool
     spec: DatasetSpec
-    space: SearchSpace
+    space: object  # a spaces.SearchSpace
     data_dir: Path
     tracking_uri: str
 
     @property
     def params(self) -> dict:
         """The study's settings and its space's, flat: what every MLflow run logs as fixed params."""
+        from search.trials.study import run_params
+
         return run_params(self.settings, self.space)
 
     def load_data(self) -> Dataset:
         return self.spec.load(self.data_dir)
 
     def open_study(self) -> optuna.Study:
+        from search.trials.study import open_study
+
         return open_study(self.storage, self.study_name, self.settings, self.exists)
 
-    def checkpoint(self) -> BestCheckpoint:
+    def checkpoint(self):
+        from search.results.checkpoints import BestCheckpoint
+
         return BestCheckpoint(self.layout.checkpoints(self.study_name))
 
-    def tracker(self, study: optuna.Study) -> Tracker:
+    def tracker(self, study: optuna.Study):
+        from search.results.mlflow_runs import Tracker
+
         # A tracking server stores artifacts itself; any other store keeps them in RUNS_DIR.
         served = self.tracking_uri.startswith(("http://", "https://", "databricks"))
         return Tracker(self.tracking_uri, study, self.params, None if served else self.layout.mlflow_artifacts)
 
 
 def _context(args: argparse.Namespace, creating: bool) -> Context:
+    """The command's context. Only ``search`` (``creating``) creates RUNS_DIR and the default
+    study database; the others find them or stop with one line, leaving nothing behind."""
     layout = RunsLayout(Path(args.runs_dir))
+    if not creating and not args.storage:
+        layout.check_study_db()
+    if args.dataset:  # before RUNS_DIR is made; a study's recorded dataset is checked once read
+        DatasetSpec(args.dataset, args.image_size, args.labels or default("labels"), args.folder).check_data_dir(
+            Path(args.data_dir))
     layout.ensure_writable()
     storage_url = args.storage or default_storage_url(layout.study_db)
     with layout.setting_up():  # two processes creating one SQLite schema at once collide
+        if not args.storage:
+            layout.check_not_empty()
         storage = open_storage(storage_url, heartbeat=args.heartbeat, retry_seconds=args.db_retry)
         # and one reading the study while another is creating it would find it without its settings
         return _resolve(args, creating, layout, storage_url, storage)
 
 
+def _study_names(storage: optuna.storages.BaseStorage, storage_url: str) -> list[str]:
+    try:
+        return optuna.get_all_study_names(storage)
+    except optuna.exceptions.StorageInternalError as exc:  # e.g. a file that is not a database
+        cause = str(exc.__cause__ or exc).strip().splitlines()[0][:200]
+        raise UserError(f"cannot read the studies in {mask_url(storage_url)}: {cause}") from None
+
+
 def _resolve(args: argparse.Namespace, creating: bool, layout: RunsLayout, storage_url: str,
              storage: optuna.storages.BaseStorage) -> Context:
+    from search.trials.study import resolve_settings, resolve_space
+
     study_name = args.study or (f"{args.dataset}-{args.space or default('space')}" if args.dataset else None)
-    names = optuna.get_all_study_names(storage) if study_name is None or not creating else []
+    names = _study_names(storage, storage_url)
     if study_name is None:
         if creating or len(names) != 1:
             raise UserError(f"set DATASET or STUDY (studies in {mask_url(storage_url)}: {', '.join(names) or 'none'})")
@@ -102,13 +131,20 @@ def _resolve(args: argparse.Namespace, creating: bool, layout: RunsLayout, stora
     given = {key: getattr(args, key) for key in STUDY_KEYS if getattr(args, key) is not None}
     settings, exists = resolve_settings(storage, study_name, given)
     spec = DatasetSpec(settings["dataset"], settings["image_size"], settings["labels"], settings["folder"])
-    option_names = {name for space_name in SPACES for name in space_options(space_name)}
+    spec.check_data_dir(Path(args.data_dir))
+    option_names = {s.name for s in SETTINGS if s.space}
     given_options = {name: getattr(args, name) for name in option_names if getattr(args, name, None) is not None}
-    space = resolve_space(settings, given_options, exists, study_name)
+    space = resolve_space(settings, given_options, exists, study_name)  # imports the space: Keras from here on
     space.check_image_size((spec.size, spec.size, 3), settings["space"])
-    tracking_uri = args.mlflow_tracking_uri or local_tracking_uri(layout)
+    tracking_uri = args.mlflow_tracking_uri or _local_tracking_uri(layout)
     return Context(layout, storage_url, storage, study_name, settings, exists, spec, space,
                    Path(args.data_dir), tracking_uri)
+
+
+def _local_tracking_uri(layout: RunsLayout) -> str:
+    from storage.mlflow_store import local_tracking_uri
+
+    return local_tracking_uri(layout)
 
 
 def _budget_seconds(args: argparse.Namespace) -> float | None:
@@ -123,12 +159,29 @@ def _trial_target(args: argparse.Namespace) -> int | None:
     return None if _budget_seconds(args) is not None else default("trials")
 
 
+def _queue_again_what_was_interrupted(study: optuna.Study) -> list[int]:
+    """Queue again, once, each trial that was interrupted rather than judged (Ctrl-C, SIGTERM, a
+    lost tracking store): a portfolio trial would otherwise never run. Returns their numbers."""
+    trials = study.get_trials(deepcopy=False)
+    queued = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
+    again = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR)
+             and t.number not in queued]
+    for trial in again:
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number}, skip_if_exists=False)
+    return [t.number for t in again]
+
+
 def search(args: argparse.Namespace) -> int:
     """Add trials until the study has TRIALS finished ones or BUDGET runs out, then export and evaluate.
 
     With WORKERS=N the trials run in N local ``worker`` processes (one GPU each when GPUs
     are visible) while this one waits; it creates the study first, so they all join it.
     """
+    from search.trials.budget import Budget
+    from search.trials.trial_target import finished_count, reached
+
+    if args.workers > 1:
+        check_worker_count(args.workers)
     trials = _trial_target(args)
     ctx = _context(args, creating=True)
     for note in ctx.space.check_ready():
@@ -140,10 +193,13 @@ def search(args: argparse.Namespace) -> int:
         if not study.get_trials(deepcopy=False):  # new, or its first start stopped before this point
             for params in ctx.space.initial_params(data.image_shape):
                 study.enqueue_trial(params)
+        again = _queue_again_what_was_interrupted(study)
+    if again:
+        print(f"queued again: trials {', '.join(map(str, again))}, which were interrupted", flush=True)
     _announce(ctx, study, data, trials)
     budget = Budget(_budget_seconds(args), ctx.settings["epochs"])  # from here: data preparation is not counted
     if args.workers > 1:
-        failed = run_local_workers(args.workers, ctx.study_name, ctx.storage_url, worker_argv(args))
+        failed = run_local_workers(args.workers, ctx.study_name, ctx.storage_url, worker_environment(args))
         if failed and not reached(study, trials):
             target = f"/{trials}" if trials is not None else ""
             raise UserError(f"{'; '.join(failed)}; {finished_count(study)}{target} trials finished")
@@ -152,13 +208,14 @@ def search(args: argparse.Namespace) -> int:
     else:
         _add_trials(ctx, args, study, data, trials, tracker, budget)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if budget.seconds is not None and not complete:
-        raise UserError(f"no trial completed within the {budget.seconds:g} s budget (the trial lines above say why); "
-                        "give a larger BUDGET, and run the same command to resume the study")
+    if not complete:
+        within = f"within the {budget.seconds:g} s budget" if budget.seconds is not None else f"of {trials} trials"
+        raise UserError(f"no trial completed {within} (the trial lines above say why); "
+                        + ("give a larger BUDGET, and " if budget.seconds is not None else "")
+                        + "run the same command to resume the study")
     after = time.monotonic()
-    model_path = _export(ctx, study, tracker, data, ctx.checkpoint())
-    result = _evaluate(ctx, tracker, data)
-    best = best_trial(study)
+    model_path, result = _export_and_evaluate(ctx, study, tracker, data)
+    best = _best_trial(study)
     print(f"\nbest trial {best.number}: val_accuracy {best.value:.4f}")
     for key, value in best.params.items():
         print(f"  {key} = {value}")
@@ -167,13 +224,16 @@ def search(args: argparse.Namespace) -> int:
     print(f"evaluation:     {model_path.parent / 'evaluation.json'} (test top1 {result['top1']:.4f}{top5}, "
           f"n_test {result['n_test']})")
     if budget.seconds is not None:
-        print(f"time: {budget.seconds - max(0.0, budget.left()):.0f} s of the {budget.seconds:g} s budget searching, "
+        total = float(os.environ.get(BUDGET_TOTAL) or budget.seconds)  # as it began, before any restart
+        print(f"time: {total - max(0.0, budget.left()):.0f} s of the {total:g} s budget searching, "
               f"then {time.monotonic() - after:.0f} s exporting and evaluating")
     return 0
 
 
 def worker(args: argparse.Namespace) -> int:
     """Join an existing study and add trials until it has TRIALS finished ones or BUDGET runs out."""
+    from search.trials.budget import Budget
+
     trials = _trial_target(args)
     ctx = _context(args, creating=False)
     for note in ctx.space.check_ready():  # this machine may lack what the study's machine had
@@ -188,6 +248,8 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def _announce(ctx: Context, study: optuna.Study, data: Dataset, trials: int) -> None:
+    from search.trials.trial_target import finished_count
+
     target = f"/{trials}" if trials is not None else ""
     print(f"study {ctx.study_name} in {mask_url(ctx.storage_url)}: {finished_count(study)}{target} trials finished | "
           f"{data.name} {data.image_shape}, {data.num_classes} classes, "
@@ -195,9 +257,12 @@ def _announce(ctx: Context, study: optuna.Study, data: Dataset, trials: int) -> 
 
 
 def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, data: Dataset, trials: int | None,
-                tracker: Tracker, budget: Budget) -> None:
+                tracker, budget) -> None:
     """This process's share of the search (``Search``). Raises RestartProcess after
     TRIALS_PER_PROCESS trials, UserError when trials keep failing."""
+    from search.trials.engine import Search, Stop
+    from search.trials.process_restart import RestartProcess
+
     search = Search(study, ctx.storage, ctx.space, data, tracker, ctx.checkpoint(),
                     epochs=ctx.settings["epochs"], fixed=ctx.params, seed=ctx.settings["seed"], target=trials,
                     budget=budget, max_epoch_seconds=args.max_epoch_seconds, trials_per_process=args.trials_per_process)
@@ -210,11 +275,22 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
         raise RestartProcess(budget.left())
 
 
-def _export(ctx: Context, study, tracker, data, checkpoint) -> Path:
-    return export_best(study, checkpoint, ctx.layout.exports(ctx.study_name), tracker, data, ctx.settings)
+def _best_trial(study: optuna.Study):
+    from search.results.checkpoints import best_trial
+
+    return best_trial(study)
 
 
-def _evaluate(ctx: Context, tracker: Tracker, data: Dataset) -> dict:
+def _export(ctx: Context, study, tracker, data) -> Path:
+    from search.results.export import export_best
+
+    return export_best(study, ctx.checkpoint(), ctx.layout.exports(ctx.study_name), tracker, data, ctx.settings)
+
+
+def _evaluate(ctx: Context, tracker, data: Dataset) -> dict:
+    from search.results.evaluate import evaluate_model
+    from search.results.export import MODEL_FILE
+
     model_path = ctx.layout.exports(ctx.study_name) / MODEL_FILE
     if not model_path.is_file():
         raise UserError(f"no exported model at {model_path}; run `make export` first")
@@ -224,21 +300,43 @@ def _evaluate(ctx: Context, tracker: Tracker, data: Dataset) -> dict:
     return result
 
 
+def _export_and_evaluate(ctx: Context, study, tracker, data) -> tuple[Path, dict]:
+    """Export then evaluate, a signal taking effect after both (Python's KeyboardInterrupt raised
+    inside TensorFlow's predict breaks its state: SystemError); a second one stops at once."""
+    from search.trials import signals
+
+    with signals.deferred():
+        path = _export(ctx, study, tracker, data)
+        result = _evaluate(ctx, tracker, data)
+    signals.raise_pending()
+    return path, result
+
+
 def export(args: argparse.Namespace) -> int:
     """Write RUNS_DIR/exports/<study>/model.keras from the best trial and register it in MLflow."""
+    from search.trials import signals
+
     ctx = _context(args, creating=False)
     study = ctx.open_study()
-    path = _export(ctx, study, ctx.tracker(study), ctx.load_data(), ctx.checkpoint())
-    best = best_trial(study)
+    tracker = ctx.tracker(study)
+    data = ctx.load_data()
+    with signals.deferred():
+        path = _export(ctx, study, tracker, data)
+    signals.raise_pending()
+    best = _best_trial(study)
     print(f"exported trial {best.number} (val_accuracy {best.value:.4f}) to {path}")
     return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
     """Score the exported model on the test split: evaluation.json + confusion_matrix.png."""
+    from search.trials import signals
+
     ctx = _context(args, creating=False)
     study = ctx.open_study()
-    result = _evaluate(ctx, ctx.tracker(study), ctx.load_data())
+    with signals.deferred():
+        result = _evaluate(ctx, ctx.tracker(study), ctx.load_data())
+    signals.raise_pending()
     summary = ", ".join(f"{k} {result[k]:.4f}" for k in ("top1", "top5", "loss") if k in result)
     print(f"{ctx.layout.exports(ctx.study_name) / 'evaluation.json'}: {summary}, n_test {result['n_test']}")
     return 0
@@ -246,14 +344,32 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def report(args: argparse.Namespace) -> int:
     """Write one HTML file on every study in the study database and its MLflow runs."""
+    layout = RunsLayout(Path(args.runs_dir))
+    if not args.storage:
+        layout.check_study_db()
+    out = Path(args.report) if args.report else layout.root / "report.html"
+    if out.is_dir():
+        raise UserError(f"REPORT {out} is a folder; give the HTML file to write, e.g. REPORT={out / 'report.html'}")
     from search.results.report import write_report
 
-    layout = RunsLayout(Path(args.runs_dir))
-    storage_url = args.storage or default_storage_url(layout.study_db)
-    if not args.storage and not layout.study_db.is_file():
-        raise UserError(f"no study database at {layout.study_db}; run a search first or set RUNS_DIR or STORAGE")
-    tracking_uri = args.mlflow_tracking_uri or (local_tracking_uri(layout) if layout.mlflow_db.is_file() else None)
-    out = Path(args.report) if args.report else layout.root / "report.html"
-    count = write_report(open_storage(storage_url), tracking_uri, out, mask_url(storage_url))
+    with layout.readable_copy() as readable:  # a read-only RUNS_DIR (copied, say) is read from a copy
+        storage_url = args.storage or default_storage_url(readable.study_db)
+        tracking_uri = args.mlflow_tracking_uri or (_local_tracking_uri(readable) if readable.mlflow_db.is_file()
+                                                    else None)
+        count = write_report(open_storage(storage_url), tracking_uri, out, mask_url(storage_url))
     print(f"report of {count} studies: {out}")
+    return 0
+
+
+def clean(args: argparse.Namespace) -> int:
+    """Delete RUNS_DIR: only a runs folder this project made, holding nothing else."""
+    layout = RunsLayout(Path(args.runs_dir))
+    if not layout.root.exists():
+        print(f"nothing to delete: {layout.root} does not exist")
+        return 0
+    why = layout.not_ours()
+    if why:
+        raise UserError(f"{why}: not deleting it")
+    shutil.rmtree(layout.root)
+    print(f"deleted {layout.root}")
     return 0

@@ -10,18 +10,23 @@ mlflow`` prints the link to each study's runs once the server answers.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from search.records import OBJECTIVE_METRIC
+from storage.errors import UserError
 from storage.layout import RunsLayout
 from storage.mlflow_store import local_tracking_uri
 from storage.optuna_storage import open_storage
@@ -34,16 +39,89 @@ def _layout(args: argparse.Namespace) -> RunsLayout:
     return layout
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` serves this machine alone (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it resolves to whatever the network says
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def check_port_free(host: str, port: int, setting: str) -> None:
+    """UserError when something already listens on ``host``:``port`` (a server left running):
+    its links would be printed as ours. A port another server just closed (TIME_WAIT) is free."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}): another server has it? "
+                            f"stop it, or set {setting} to a free port") from None
+
+
+def read_only(app):
+    """A WSGI app that answers 403 to every request that would change something (anything but
+    GET, HEAD and OPTIONS): the dashboard served to the network cannot delete a study."""
+    def guarded(environ, start_response):
+        if environ.get("REQUEST_METHOD", "GET") in ("GET", "HEAD", "OPTIONS"):
+            return app(environ, start_response)
+        start_response("403 Forbidden", [("Content-Type", "text/plain")])
+        return [b"read-only: this dashboard is served to the network (HOST); open it on 127.0.0.1 to change things\n"]
+    return guarded
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format, *args):  # one line per request would drown the search's output
+        pass
+
+
 def dashboard(args: argparse.Namespace) -> int:
-    """optuna-dashboard on STORAGE (default the study database in RUNS_DIR), until stopped."""
-    from optuna_dashboard import run_server
+    """optuna-dashboard on STORAGE (default the study database in RUNS_DIR), until stopped.
+
+    On an address other than this machine's own (HOST=0.0.0.0, say) it is served read-only,
+    with a warning: optuna-dashboard has no authentication, and its API deletes studies.
+    """
+    from optuna_dashboard import wsgi
 
     url = args.storage or default_storage_url(_layout(args).study_db)
     host, port = args.host, args.dashboard_port
+    check_port_free(host, port, "DASHBOARD_PORT")
     storage = open_storage(url)
+    app = wsgi(storage)
+    if not is_loopback(host):
+        app = read_only(app)
+        print(f"warning: HOST={host} serves the dashboard to the network, read-only (no notes, no deleting): "
+              "it has no login; open it on 127.0.0.1 (an SSH tunnel, say) to change things", file=sys.stderr)
+
+    class Server(ThreadingMixIn, WSGIServer):
+        address_family = _family(host)
+        daemon_threads = True
+
+    server = make_server(host, port, app, server_class=Server, handler_class=_Quiet)
     print(f"optuna-dashboard on {mask_url(url)}: http://{host}:{port}", flush=True)
-    run_server(storage, host=host, port=port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
     return 0
+
+
+def allowed_hosts(host: str) -> str | None:
+    """MLflow's ``--allowed-hosts`` for a server on ``host``: None (MLflow's default, this
+    machine's names) on a loopback address, every name on all addresses, else ``host`` and
+    this machine's names. Without it MLflow answers 403 to every other machine."""
+    if is_loopback(host):
+        return None
+    if host in ("0.0.0.0", "::", "[::]"):
+        return "*"
+    return ",".join(f"{name},{name}:*" for name in (host, "localhost", "127.0.0.1"))
 
 
 def mlflow(args: argparse.Namespace) -> int:
@@ -56,18 +134,24 @@ def mlflow(args: argparse.Namespace) -> int:
     """
     url = args.mlflow_tracking_uri or local_tracking_uri(_layout(args))
     if url.startswith(("http://", "https://")):
-        print(f"the tracking server {url} is the MLflow UI: open it", flush=True)
+        print(f"the tracking server {mask_url(url)} is the MLflow UI: open it", flush=True)
         return 0
     host, port = args.host, str(args.mlflow_port)
+    check_port_free(host, args.mlflow_port, "MLFLOW_PORT")
     base = f"http://{host}:{port}"
+    hosts = allowed_hosts(host)
+    if hosts:
+        print(f"warning: HOST={host} serves the MLflow UI to the network, where anyone who reaches it can change "
+              "and delete runs (MLflow has no read-only mode): keep it on a trusted network", file=sys.stderr)
     print(f"MLflow UI on {mask_url(url)}: {base}", flush=True)
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    server = subprocess.Popen([mlflow, "server", "--host", host, "--port", port, "--workers", "1"],
+    server = subprocess.Popen([mlflow, "server", "--host", host, "--port", port, "--workers", "1",
+                               *(["--allowed-hosts", hosts] if hosts else [])],
                               env={**os.environ, "MLFLOW_BACKEND_STORE_URI": url,
                                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the server is stopped below
     try:
-        local = base.replace("//0.0.0.0:", "//127.0.0.1:")
+        local = base.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
         if _answers(local, server):
             for name, link in runs_links(local):
                 print(f"  runs of {name}: {link}", flush=True)

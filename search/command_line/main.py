@@ -13,7 +13,7 @@ import os
 import sys
 
 from storage.errors import UserError
-from search.settings import COMMANDS, SETTINGS, TRAINING, help_text
+from search.settings import COMMANDS, SETTINGS, TRAINING, help_text, misspelt
 from search.trials import signals
 from search.trials.signals import Terminated
 from search.trials.process_restart import RestartProcess
@@ -44,15 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     signals.install()
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        if not os.environ.get("IMGSEARCH_WORKER"):  # a local worker's search has said it
+            for line in misspelt(dict(os.environ)):
+                print(f"warning: {line}", file=sys.stderr, flush=True)
         from search.command_line import commands
 
         return getattr(commands, args.command)(args)
     except RestartProcess as restart:
+        from search.command_line.commands import BUDGET_TOTAL
+
         again = (sys.argv[1:] if argv is None else list(argv))
+        began = BUDGET_TOTAL not in os.environ
         if restart.budget_left is not None:
             again += ["--budget", str(restart.budget_left)]  # the last --budget wins
+            os.environ.setdefault(BUDGET_TOTAL, str(args.budget if args.budget is not None else args.timeout))
         if argv is not None:  # called from Python: carry on in this process
-            return main(again)
+            try:
+                return main(again)
+            finally:
+                if began:
+                    os.environ.pop(BUDGET_TOTAL, None)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "search", *again])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.datasets.base import CACHE_VERSION, SPLIT_SEED, Dataset, carve_validation, check_labeled, load_cache, save_cache
+from search.datasets.base import (CACHE_VERSION, SPLIT_SEED, Dataset, carve_validation, check_fits_in_memory,
+                                  check_labeled, load_cache, save_cache)
 from storage.errors import UserError
 
 NATIVE_SIZE = {"tinyimagenet": 64, "cifar10": 32, "cifar100": 32, "mnist": 28, "fashion_mnist": 28, "digits": 8, "folder": 64}
@@ -51,6 +53,19 @@ class DatasetSpec:
             variant = hashlib.sha1(f"{root}|{fingerprint(root)}".encode()).hexdigest()[:12]
         return f"{self.name}{'-' + variant if variant else ''}-{self.size}px-val{self.val_fraction}-s{SPLIT_SEED}-v{CACHE_VERSION}"
 
+    def check_data_dir(self, data_dir: Path) -> None:
+        """UserError when DATA_DIR cannot serve this dataset: a file, or a folder where its cache
+        is not there yet and cannot be written."""
+        data_dir = Path(data_dir)
+        if data_dir.exists() and not data_dir.is_dir():
+            raise UserError(f"DATA_DIR {data_dir} is a file, not a folder; set DATA_DIR to a folder")
+        if (data_dir / "cache" / self.cache_key() / "meta.json").is_file():
+            return
+        existing = next(p for p in (data_dir / "cache", data_dir, *data_dir.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"DATA_DIR {data_dir} is not writable: the prepared dataset is cached in "
+                            f"{data_dir / 'cache'}; set DATA_DIR to a folder you can write")
+
     def load(self, data_dir: Path) -> Dataset:
         """The splits from the cache in ``data_dir/cache``, preparing and caching them first if needed."""
         if self.name == "folder" and not Path(self.folder).is_dir():
@@ -78,6 +93,7 @@ class DatasetSpec:
         from search.datasets import builtin
 
         raw = builtin.load_digits() if self.name == "digits" else builtin.load_keras(self.name, self.labels)
+        check_fits_in_memory(len(raw.x_train) + len(raw.x_test), self.size, raw.x_train.shape[-1])
         return type(raw)(resize_images(raw.x_train, self.size), raw.y_train,
                          resize_images(raw.x_test, self.size), raw.y_test, raw.class_names)
 

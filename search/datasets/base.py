@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from storage.errors import UserError
 from storage.files import remove_leftovers, write_atomic
+from storage.machine import GIB, available_memory
 
 # The validation split is carved with this seed whatever SEED is, so every trial,
 # worker and rerun of a study optimises on the same images.
@@ -55,12 +57,31 @@ class Dataset:
         return len(self.class_names)
 
 
+# The share of the available memory a dataset's preparation may take: training needs the rest.
+MEMORY_SHARE = 0.8
+
+
+def check_fits_in_memory(count: int, size: int, channels: int) -> None:
+    """UserError, before anything is decoded, when ``count`` images of ``size`` x ``size`` x
+    ``channels`` bytes would take more than MEMORY_SHARE of the available memory; it names the
+    largest IMAGE_SIZE that fits."""
+    need, available = count * size * size * channels, available_memory()
+    if need <= MEMORY_SHARE * available:
+        return
+    largest = int(math.sqrt(MEMORY_SHARE * available / (count * channels)))
+    raise UserError(f"IMAGE_SIZE={size}: the {count:,} images would take {need / GIB:.1f} GiB of memory "
+                    f"({size}x{size}x{channels} bytes each), more than {MEMORY_SHARE:.0%} of the "
+                    f"{available / GIB:.1f} GiB available; set IMAGE_SIZE={largest} or less")
+
+
 def check_labeled(data: Labeled, origin: str) -> None:
     """Raise UserError unless ``data`` has >= 2 classes and well-formed uint8 arrays."""
     if len(data.class_names) < 2:
         raise UserError(f"{origin}: found {len(data.class_names)} class, a classifier needs at least 2")
     for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
-        if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y) or len(x) == 0:
+        if len(x) == 0:
+            raise UserError(f"{origin}: no {split} images")
+        if x.dtype != np.uint8 or x.ndim != 4 or len(x) != len(y):
             raise ValueError(f"{origin}: bad {split} arrays {x.dtype} {x.shape} / {y.shape}")
 
 

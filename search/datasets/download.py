@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from storage.errors import UserError
+from storage.files import DiskFull, is_disk_full
 
 
 def md5sum(path: Path) -> str:
@@ -38,6 +39,8 @@ def download(url: str, dest: Path, md5: str, timeout_s: float = 30.0) -> Path:
                     bar.update(len(block))
     except (urllib.error.URLError, OSError) as exc:
         part.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFull(dest) from None
         reason = getattr(exc, "reason", None) or exc
         raise UserError(
             f"cannot download {url} ({reason}); offline? put {dest.name} in {dest.parent}/ and run again"

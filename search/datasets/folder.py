@@ -42,6 +42,9 @@ def load_folder(root: Path, image_size: int) -> Labeled:
     if len(train) < 2:
         raise UserError(f"{root / 'train'}: found {len(train)} class folder, a classifier needs at least 2")
     test = _images_by_class(held_out)
+    if not test:
+        raise UserError(f"{held_out}: no class folders (expected {held_out.name}/<class>/* with the same class "
+                        f"names as {root / 'train'})")
     unknown = sorted(set(test) - set(train))
     if unknown:
         raise UserError(f"{held_out}: class folder {unknown[0]} does not exist in {root / 'train'}")

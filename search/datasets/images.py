@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-import signal
 import sys
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -14,7 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from search.datasets.base import check_fits_in_memory
 from storage.errors import UserError
+from storage.machine import die_with_parent
 
 # More unreadable images than this fraction is an error rather than a warning.
 MAX_BAD_FRACTION = 0.01
@@ -46,20 +47,6 @@ def _to_square_rgb(data: bytes, size: int, channels: int) -> np.ndarray:
     return array.reshape(size, size, channels)
 
 
-def _die_with(parent: int) -> None:
-    """Pool initializer: the kernel kills this decoder when its parent dies, kill -9 included,
-    which Python's pool cannot notice (its decoders would run on for minutes). Linux's
-    PR_SET_PDEATHSIG; elsewhere nothing changes."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the line above
-        os._exit(1)
-
-
 def _decode_chunk(source: str, members: list[str], size: int, channels: int):
     images = np.zeros((len(members), size, size, channels), dtype=np.uint8)
     ok = np.ones(len(members), dtype=bool)
@@ -83,7 +70,7 @@ def _decode_all(source: str, members: list[str], size: int, channels: int) -> tu
     chunks = [members[start:start + _CHUNK] for start in starts]
     # spawn, not fork: the parent may already hold TensorFlow's threads.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_die_with, initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         decoded = pool.map(_decode_chunk, [source] * len(chunks), chunks,
                            [size] * len(chunks), [channels] * len(chunks))
         for start, (chunk_images, chunk_ok) in zip(starts, decoded):
@@ -104,6 +91,7 @@ def decode_images(source: Path, groups: list[tuple[str, list[str]]], size: int,
     counted on stderr; more than MAX_BAD_FRACTION of a group raises UserError naming a few.
     """
     every = [member for _, members in groups for member in members]
+    check_fits_in_memory(len(every), size, channels)
     images, ok = _decode_all(str(source), every, size, channels)
     results, start = [], 0
     for what, members in groups:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import optuna
 
 from storage.errors import UserError
 from storage.files import remove_leftovers, write_atomic
+
+if TYPE_CHECKING:
+    import keras
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

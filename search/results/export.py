@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from search.results.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.results.mlflow_runs import Tracker, best_step
 from spaces import load_model
-from storage.files import remove_leftovers, write_atomic
+from storage.files import locked, remove_leftovers, scratch_folder, write_atomic
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
@@ -33,28 +35,42 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
     best epoch's step, so the version shows that epoch's metrics and the trial's params)
     and described with the trial's number and value; that run also gets the trial's
     ``learning_curves.png``. The ``best`` tag is checked to be on that run alone.
+
+    One export of a study at a time (a lock in ``out_dir``). Nothing is left half-done by
+    a failure or a kill: files are written whole, the run's status is never touched,
+    MLflow's scratch files go to a folder in ``out_dir`` that is removed afterwards (or by
+    the next export), and a logged model that did not finish is marked FAILED, its files
+    deleted (here, or by the next process's ``Tracker.repair``).
     """
     best, source = checkpoint.best(study)
-    remove_leftovers(out_dir)
-    target = write_atomic(out_dir / MODEL_FILE, lambda tmp: shutil.copyfile(source, tmp))
-    info = {
-        "study": study.study_name, "trial": best.number, "val_accuracy": best.value, "params": best.params,
-        "settings": settings, "class_names": data.class_names, "input_shape": list(data.image_shape),
-        "input_dtype": "uint8",
-    }
-    write_atomic(out_dir / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
-    model = load_model(target, compile=False)
-    sample = np.asarray(data.x_test[:2])
-    signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
-    # Naming the requirements skips MLflow's import-tracing inference (~10 s a call).
-    backend = keras.backend.backend()  # the distribution is named like the backend
-    requirements = [f"keras=={version('keras')}", f"{backend}=={version(backend)}"]
-    tracker.log_to_parent({}, [out_dir / INFO_FILE], artifact_path="export")
-    with tracker.active_run_of(best):
-        logged = mlflow.keras.log_model(model, name="model", registered_model_name=study.study_name,
-                                        signature=signature, pip_requirements=requirements,
-                                        step=best_step(list(best.intermediate_values.items()), best.value))
-    tracker.describe_version(study.study_name, str(logged.registered_model_version), best)
-    tracker.log_learning_curves(best)
-    tracker.mark_best(best, check_all=True)
+    with locked(out_dir / ".export.lock"):
+        remove_leftovers(out_dir)
+        tracker.repair()
+        target = write_atomic(out_dir / MODEL_FILE, lambda tmp: shutil.copyfile(source, tmp))
+        info = {
+            "study": study.study_name, "trial": best.number, "val_accuracy": best.value, "params": best.params,
+            "settings": settings, "class_names": data.class_names, "input_shape": list(data.image_shape),
+            "input_dtype": "uint8",
+        }
+        write_atomic(out_dir / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
+        model = load_model(target, compile=False)
+        sample = np.asarray(data.x_test[:2])
+        signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
+        # Naming the requirements skips MLflow's import-tracing inference (~10 s a call).
+        backend = keras.backend.backend()  # the distribution is named like the backend
+        requirements = [f"keras=={version('keras')}", f"{backend}=={version(backend)}"]
+        tracker.log_to_parent({}, [out_dir / INFO_FILE], artifact_path="export")
+        with scratch_folder(out_dir):
+            try:
+                logged = tracker.log_model(best, model, name="model", registered_model_name=study.study_name,
+                                           signature=signature, pip_requirements=requirements,
+                                           step=best_step(list(best.intermediate_values.items()), best.value))
+            except BaseException:
+                if not tracker.lost:
+                    with contextlib.suppress(Exception):  # else the next process's Tracker.repair does it
+                        tracker.fail_pending_models(lambda pid: pid == os.getpid())
+                raise
+        tracker.describe_version(study.study_name, str(logged.registered_model_version), best)
+        tracker.log_learning_curves(best)
+        tracker.mark_best(best, check_all=True)
     return target

@@ -9,23 +9,26 @@ nesting holds across processes and machines.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Iterator
 
-import mlflow
 import optuna
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import LoggedModelStatus, Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from search.results.checkpoints import best_of
-from search.records import (BEST_RUN_ATTR, BEST_TAG, FAILURE_REASON_TAG, OBJECTIVE, OBJECTIVE_METRIC,
+from storage.errors import UserError
+from storage.files import is_disk_full
+from storage.machine import alive
+from storage.urls import mask_url
+from search.records import (BEST_RUN_ATTR, BEST_TAG, FAIL_REASON_ATTR, FAILURE_REASON_TAG, OBJECTIVE, OBJECTIVE_METRIC,
                             PARENT_RUN_ATTR, PRUNE_REASON_ATTR, RUN_ID_ATTR, STATE_TAG, WORKER,
                             WORKER_ATTR)
 
@@ -33,7 +36,68 @@ _STATUS = {"COMPLETE": RunStatus.FINISHED, "PRUNED": RunStatus.KILLED, "FAIL": R
 _STATE_WORDS = {"RUNNING": "running", "COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
 # Without this tag MLflow 3's UI opens an experiment on its GenAI "traces" view, not on the runs.
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+EXPORTER_TAG = "imgsearch.exporter"  # on a logged model: host:pid of the process that logs it
 _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+class TrackingLost(UserError):
+    """The MLflow tracking store stopped answering (MLflow's own retries, bounded in
+    ``search/__init__.py``, ran out): the search stops, as for a lost study database."""
+
+
+def is_tracking_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) means the tracking store could not be
+    reached, as opposed to a request it refused: MLflow's client says "API request to ...
+    failed with exception ..." once its retries ran out; a database store, SQLAlchemy's
+    OperationalError."""
+    from sqlalchemy.exc import OperationalError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TrackingLost):
+            return True
+        if isinstance(exc, MlflowException) and str(exc.message).startswith("API request to ") \
+                and " failed with " in str(exc.message):
+            return True
+        if isinstance(exc, (ConnectionError, OperationalError)) and not is_disk_full(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class TrackingClient:
+    """An MlflowClient whose calls fail fast once the tracking store is lost.
+
+    The first call that finds the store unreachable raises TrackingLost (one line for the
+    user, the address masked) and so does every later call, at once: without this, each of a
+    closing trial's calls would wait out MLflow's retries again. ``lost`` is set then.
+    """
+
+    def __init__(self, tracking_uri: str):
+        self._client, self.tracking_uri = MlflowClient(tracking_uri), tracking_uri
+        self.lost: TrackingLost | None = None
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            if self.lost is not None:
+                raise self.lost
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                if not is_tracking_lost(exc):
+                    raise
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                self.lost = TrackingLost(f"MLflow tracking store {mask_url(self.tracking_uri)} stopped answering "
+                                         f"({reason}); the trials that finished are kept: run the same command "
+                                         "again once it is back")
+                raise self.lost from None
+
+        return call
 
 
 def run_name(trial_number: int, state: str) -> str:
@@ -59,7 +123,7 @@ class Tracker:
     """
 
     def __init__(self, tracking_uri: str, study: optuna.Study, settings: dict, artifact_root: Path | None = None):
-        self.client = MlflowClient(tracking_uri)
+        self.client = TrackingClient(tracking_uri)
         self.tracking_uri = tracking_uri
         self.study = study
         self.settings = settings
@@ -118,7 +182,7 @@ class Tracker:
         ``best`` tag moved to the best trial's run."""
         finished = study.get_trials(deepcopy=False, states=_FINISHED)
         best = best_of(finished)
-        if best is None:
+        if best is None or self.lost:  # a lost store: the search stops, a re-run repairs
             return
         self.client.log_metric(self.parent_run_id, "best_val_accuracy", best.value, step=len(finished))
         self.mark_best(best)
@@ -150,23 +214,68 @@ class Tracker:
         for path in files:
             self.client.log_artifact(self.parent_run_id, str(path), artifact_path=artifact_path)
 
-    @contextlib.contextmanager
-    def active_run_of(self, trial: optuna.trial.FrozenTrial) -> Iterator[str]:
-        """``trial``'s run (the parent run when the store no longer has it) as MLflow's active
-        run, for what logs only into the active run (``mlflow.keras.log_model``); its status
-        and end time are put back afterwards."""
+    def log_model(self, trial: optuna.trial.FrozenTrial, model, **log_kwargs):
+        """Log ``model`` (``mlflow.models.Model.log``'s keyword arguments) into ``trial``'s run, or the
+        parent run when the store no longer has it, without making it MLflow's active run: its
+        status is never changed, so no interruption can leave it RUNNING. The logged model is
+        tagged with this process (``EXPORTER_TAG``): ``repair`` fails it should the process die
+        before MLflow marks it READY."""
+        import mlflow.keras
+        from mlflow.models import Model
+
         run_id = trial.user_attrs.get(RUN_ID_ATTR) or self.parent_run_id
         try:
-            info = self.client.get_run(run_id).info
+            self.client.get_run(run_id)
         except MlflowException:
-            run_id, info = self.parent_run_id, self.client.get_run(self.parent_run_id).info
-        mlflow.set_tracking_uri(self.tracking_uri)
-        with mlflow.start_run(run_id=run_id):
-            yield run_id
-        if info.status == RunStatus.to_string(RunStatus.RUNNING):
-            self.client.update_run(run_id, status=info.status)
-        else:
-            self.client.set_terminated(run_id, info.status, end_time=info.end_time)
+            run_id = self.parent_run_id
+        mlflow.set_tracking_uri(self.tracking_uri)  # Model.log's own client and the registry's,
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # and the logged model's experiment
+        return Model.log(artifact_path=None, flavor=mlflow.keras, model=model, run_id=run_id,
+                         tags={EXPORTER_TAG: WORKER}, **log_kwargs)
+
+    @property
+    def lost(self) -> TrackingLost | None:
+        return self.client.lost
+
+    def repair(self) -> list[int]:
+        """Put right what a process that died or lost the tracking store left behind: a trial
+        run still RUNNING whose trial has finished gets the trial's state, reason and (complete)
+        objective; a logged model still PENDING whose exporting process of this host is gone is
+        FAILED. Returns the trial numbers whose runs were ended."""
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        running = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and attributes.status = 'RUNNING'")
+        repaired = []
+        for run in running:
+            trial = trials.get(int(run.data.tags.get("optuna.trial", -1)))
+            if trial is None or not trial.state.is_finished():
+                continue  # its worker may still run it; a dead one's goes stale (search/trials/stale_trials.py)
+            state = trial.state.name
+            if state == "COMPLETE":
+                points = [(m.step, m.value) for m in self.client.get_metric_history(run.info.run_id, OBJECTIVE)]
+                self.client.log_metric(run.info.run_id, OBJECTIVE_METRIC, trial.value,
+                                       step=best_step(points, trial.value))
+            reason = trial.user_attrs.get(FAIL_REASON_ATTR if state == "FAIL" else PRUNE_REASON_ATTR)
+            end_run(self.client, run.info.run_id, trial.number, state, reason)
+            repaired.append(trial.number)
+        self.fail_pending_models(lambda pid: not alive(pid))
+        return sorted(repaired)
+
+    def fail_pending_models(self, of: Callable[[int], bool]) -> None:
+        """Mark FAILED the logged models still PENDING that a process of this host logs and
+        ``of(its pid)`` picks, and delete what a local store holds of their files (half a
+        model.keras, say)."""
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        for model in self.client.search_logged_models([self.experiment_id], "status = 'PENDING'"):
+            host, _, pid = model.tags.get(EXPORTER_TAG, "").rpartition(":")
+            if host == WORKER.rpartition(":")[0] and pid.isdigit() and of(int(pid)):
+                location = urlparse(model.artifact_location or "")
+                if location.scheme == "file":  # first: on a full disk, this frees the space to say FAILED
+                    shutil.rmtree(url2pathname(location.path), ignore_errors=True)
+                self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
     def log_learning_curves(self, trial: optuna.trial.FrozenTrial) -> None:
         """Draw ``trial``'s learning curves from its run's metric history as that run's
@@ -193,7 +302,9 @@ class Tracker:
         self.client.set_model_version_tag(name, version, OBJECTIVE_METRIC, repr(trial.value))
 
     def reopen(self) -> None:
-        """Mark the parent run RUNNING: this process is about to add trials to the study."""
+        """Mark the parent run RUNNING: this process is about to add trials to the study. First
+        ``repair`` what an earlier process left behind."""
+        self.repair()
         self.client.update_run(self.parent_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
 
     def end(self, reached_target: bool) -> None:

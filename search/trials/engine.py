@@ -10,7 +10,7 @@ import optuna
 
 from search.datasets import Dataset
 from search.results.checkpoints import BestCheckpoint
-from search.results.mlflow_runs import Tracker
+from search.results.mlflow_runs import Tracker, TrackingLost
 from search.trials import signals
 from search.trials.budget import Budget
 from search.trials.objective import Objective
@@ -63,7 +63,7 @@ class Search:
                                    max_epoch_seconds=max_epoch_seconds, target=target, deadline=self.budget.deadline)
         self.callbacks = [*([StopAtTarget(target)] if target is not None else []), self.budget,
                           checkpoint.after_trial, tracker.after_trial, self.progress, self.trial_count,
-                          signals.after_trial]
+                          self._stop_if_tracking_lost, signals.after_trial]
 
     @property
     def failing_because(self) -> str | None:
@@ -83,11 +83,15 @@ class Search:
             while not self.reached() and self.time_left():
                 self.study.optimize(self.objective, timeout=self.budget.left(), catch=(Exception,),
                                     callbacks=self.callbacks)
+                if self.tracker.lost:
+                    raise self.tracker.lost
                 if self.failing_because or self.trial_count.exhausted or self.budget.ended:
                     break
                 while live_running(self.study) and self.time_left():
                     time.sleep(1)  # the other workers' trials may still fail
                     optuna.storages.fail_stale_trials(self.study)
+        except TrackingLost:
+            raise
         except Exception:
             # Optuna can mask a storage error with its own (an UnboundLocalError when it cannot
             # read back the trial it failed to tell): a lost database is the real cause.
@@ -104,8 +108,16 @@ class Search:
             return Stop.RESTART
         return Stop.BUDGET
 
+    def _stop_if_tracking_lost(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """Study callback: a lost tracking store ends the search (``run`` raises it), as a lost
+        study database does: the trials that finished are kept, a re-run repairs the runs."""
+        if self.tracker.lost:
+            study.stop()
+
     def end_parent_run_if_last(self) -> None:
         """While another worker still runs a trial, the parent stays RUNNING."""
+        if self.tracker.lost:
+            return
         try:
             optuna.storages.fail_stale_trials(self.study)
             if not live_running(self.study):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import traceback
@@ -13,10 +14,11 @@ from search.trials import signals
 from search.results.checkpoints import BestCheckpoint
 from search.datasets import Dataset
 from search.trials.trial_target import claim
-from search.results.mlflow_runs import Tracker
+from search.results.mlflow_runs import Tracker, TrackingLost, TrialRun
 from search.trials.budget import EpochPlan, complete_epoch_seconds
-from search.records import (DEADLINE_ATTR, EPOCH_SECONDS_ATTR, FAIL_REASON_ATTR, PLANNED_EPOCHS_ATTR,
-                            PRUNE_REASON_ATTR)
+from search.records import (DEADLINE_ATTR, EPOCH_SECONDS_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR,
+                            PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR)
+from search.trials.memory import check_memory
 from search.trials.training import EpochTimer, plan_epochs, train
 from spaces import SearchSpace
 from storage.files import DiskFull, disk_full_message, is_disk_full
@@ -66,7 +68,12 @@ class Objective:
         claim(trial, self.target)
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + trial.number)
-        run = self.tracker.trial_run(trial, self.fixed)
+        try:
+            run = self.tracker.trial_run(trial, self.fixed)
+        except TrackingLost as exc:
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            trial.set_user_attr(FAIL_REASON_ATTR, str(exc)[:500])
+            raise
         plan = EpochPlan(self.epochs, self.deadline)
         timer = None
         try:  # from here on the run ends in the state the trial ends in, whatever raises
@@ -77,6 +84,7 @@ class Objective:
             epochs = ({f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, split)}
                       if len(split) > 1 else {})
             run.log_params(trial.params, derived={**candidate.details, **epochs})
+            check_memory(candidate)
             value, model = train(self.space, candidate, plan, self.data, trial, run, timer)
             if plan.stopped_at_deadline is not None:
                 trial.set_user_attr(DEADLINE_ATTR, plan.stopped_at_deadline)
@@ -85,7 +93,7 @@ class Objective:
             signals.raise_pending()
         except optuna.TrialPruned as exc:
             reason = str(exc) or None
-            run.finish(trial, "PRUNED", reason=reason)
+            self._close(run, trial, "PRUNED", reason=reason)
             if reason:
                 trial.set_user_attr(PRUNE_REASON_ATTR, reason)
             raise
@@ -93,22 +101,32 @@ class Objective:
             reason = (f"{type(exc).__name__}: {exc}" if str(exc).strip() else type(exc).__name__).splitlines()[0][:500]
             if is_disk_full(exc):  # Progress stops the search at once on this reason
                 reason = str(exc) if isinstance(exc, DiskFull) else disk_full_message(reason)
-            run.finish(trial, "FAIL", reason=reason, traceback=traceback.format_exc())
-            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            if isinstance(exc, (KeyboardInterrupt, TrackingLost)):  # not the trial's fault: queued again on resume
+                trial.set_user_attr(INTERRUPTED_ATTR, True)
+            self._close(run, trial, "FAIL", reason=reason, traceback=traceback.format_exc())
+            trial.set_user_attr(FAIL_REASON_ATTR, str(self.tracker.lost)[:500] if self.tracker.lost else reason)
             raise
         else:
-            run.finish(trial, "COMPLETE", value=value)
+            self._close(run, trial, "COMPLETE", value=value)
             return value
         finally:
-            if plan.total < self.epochs:
-                trial.set_user_attr(PLANNED_EPOCHS_ATTR, plan.total)
-                run.log_metrics({PLANNED_EPOCHS_ATTR: plan.total})
-            if timer is not None and timer.seconds is not None:
-                trial.set_user_attr(EPOCH_SECONDS_ATTR, timer.seconds)
-                run.log_metrics({EPOCH_SECONDS_ATTR: timer.seconds})
+            with contextlib.suppress(TrackingLost):
+                if plan.total < self.epochs:
+                    trial.set_user_attr(PLANNED_EPOCHS_ATTR, plan.total)
+                    run.log_metrics({PLANNED_EPOCHS_ATTR: plan.total})
+                if timer is not None and timer.seconds is not None:
+                    trial.set_user_attr(EPOCH_SECONDS_ATTR, timer.seconds)
+                    run.log_metrics({EPOCH_SECONDS_ATTR: timer.seconds})
             # clear_session's own free_memory runs gc.collect() a second time; one is enough.
             keras.backend.clear_session(free_memory=False)
             gc.collect()
+
+    def _close(self, run: TrialRun, trial: optuna.Trial, state: str, **details) -> None:
+        """End the trial's run in ``state``; with the tracking store lost, the trial still ends as it
+        would (the study keeps it) and ``Tracker.repair`` ends the run once the store is back."""
+        if self.tracker.lost is None:
+            with contextlib.suppress(TrackingLost):
+                run.finish(trial, state, **details)
 
     def epoch_limit(self, study: optuna.Study) -> tuple[float | None, str]:
         """The most seconds an epoch of the next trial may take, and why."""

@@ -7,12 +7,14 @@ again and also ends the dead worker's MLflow run as failed, which Optuna cannot 
 
 from __future__ import annotations
 
+import contextlib
+
 import optuna
 from mlflow.tracking import MlflowClient
 
 from search.trials.trial_target import finished_count, live_running
 from search.records import FAIL_REASON_ATTR, RUN_ID_ATTR
-from search.results.mlflow_runs import end_run
+from search.results.mlflow_runs import TrackingLost, end_run
 
 STALE_REASON = "its worker stopped sending heartbeats (killed or lost); the trial was queued again"
 STALE_NOT_NEEDED_REASON = ("its worker stopped sending heartbeats (killed or lost); not queued again: "
@@ -37,7 +39,8 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         needed = self.target is None or finished_count(study) + len(live_running(study)) < self.target
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
-            end_run(self.client, run_id, trial.number, "FAIL", STALE_REASON if needed else STALE_NOT_NEEDED_REASON)
+            with contextlib.suppress(TrackingLost):  # the search stops on it; a re-run's Tracker.repair ends the run
+                end_run(self.client, run_id, trial.number, "FAIL", STALE_REASON if needed else STALE_NOT_NEEDED_REASON)
         if needed:
             super().__call__(study, trial)
 

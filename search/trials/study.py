@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import optuna
 
 from storage.errors import UserError
 from search.records import OBJECTIVE, SETTINGS_ATTR, SPACE_OPTIONS
 from search.settings import STUDY_KEYS, default, space_defaults
-from spaces import SearchSpace, space_class, space_options
+from spaces import space_class
+
+if TYPE_CHECKING:
+    from spaces import SearchSpace
 
 
 def _gp_sampler(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -85,7 +89,7 @@ def resolve_space(settings: dict, given: dict, exists: bool, study_name: str) ->
     options (folders) from ``given``, and refuses a given option that would change the space.
     """
     name = settings["space"]
-    known = space_options(name)
+    known = space_defaults(name)
     for key in given:
         if key not in known:
             raise UserError(f"{key.upper()} does not apply to SPACE={name}")

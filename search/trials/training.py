@@ -166,20 +166,29 @@ class WarmupCosine(NotCopied, keras.callbacks.Callback):
     plan is ``epochs()``, asked at every batch, so a trial whose epochs are cut to fit the
     budget anneals within what it has left. Keras's schedules are fixed when the optimizer
     is built, before the first batches tell how long an epoch takes: that is why this is ours.
+    An optimizer built with a schedule of its own (AutoKeras's AdamW warmup) keeps it: Keras
+    cannot set its learning rate, and the space chose that schedule.
     """
 
     def __init__(self, epochs: Callable[[], int], warmup: float = 0.2, first_epoch: int = 0):
         super().__init__()
         self.epochs, self.warmup, self.first_epoch = epochs, warmup, first_epoch
-        self.peak = self._epoch = 0
+        self.peak: float | None = None
+        self._epoch = 0
 
     def on_train_begin(self, logs=None):
         self.peak = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        try:
+            self.model.optimizer.learning_rate = self.peak
+        except TypeError:  # "... created with a LearningRateSchedule ... not settable"
+            self.peak = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch - self.first_epoch
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self.peak is None:
+            return
         steps = (self.params or {}).get("steps") or 1
         self.model.optimizer.learning_rate = self.peak * warmup_cosine(
             (self._epoch * steps + batch) / max(1, self.epochs() * steps), self.warmup)
