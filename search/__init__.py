@@ -7,6 +7,8 @@ import os
 # lines on a full disk) is also raised, and said in one line. MLflow reads this when first imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
+# MLflow prints a link to each run it ends on a tracking server, with the URL's password in it.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 # A tracking server that goes away is said within a bounded time (then handled like a lost study
 # database: search/results/mlflow_runs.py): MLflow's client would retry each call 7 times with

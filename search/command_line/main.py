@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     signals.install()
     try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
         if not os.environ.get("IMGSEARCH_WORKER"):  # a local worker's search has said it
             for line in misspelt(dict(os.environ)):
                 print(f"warning: {line}", file=sys.stderr, flush=True)
+        args = parse_args(sys.argv[1:] if argv is None else argv)
         from search.command_line import commands
 
         return getattr(commands, args.command)(args)
