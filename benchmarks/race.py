@@ -5,12 +5,15 @@ folder, or the zip or folder itself), at one image size, every system gets the s
 train / validation split as uint8 arrays and the same BUDGET seconds, one after the other
 in a fresh process each, on this machine:
 
-- ``ours``: ``python -m search`` with its defaults (SPACE=cnn) and BUDGET;
+- ``ours``: ``python -m search`` with its defaults (SPACE=auto) and BUDGET, on the weights of
+  --weights-dir when given;
+- ``cnn``: the same with SPACE=cnn (networks from scratch only);
 - ``kerastuner``: KerasTuner's Hyperband on a plain CNN space (max_epochs 10);
 - ``autokeras``: AutoKeras 3.0's ImageClassifier with its default tuner and epochs;
 - ``random``: Optuna random sampling of that plain CNN space, 10 epochs a trial, no pruning;
 - ``fixed``: one plain 3-block CNN (batch norm, Adam), 10 epochs;
-- ``finetune`` (with --weights-dir): ``python -m search`` with SPACE=finetune on those weights.
+- with --weights-dir, also ``finetune`` (``python -m search`` with SPACE=finetune on those weights)
+  and ``ours-no-weights`` (the default search without them, as on a machine with none).
 
 Every finished epoch's validation accuracy is logged with its time since the system's start
 (after imports and data loading). The table gives each system's best so far at 60, 150, 300
@@ -34,7 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS = ("ours", "kerastuner", "autokeras", "random", "fixed")
+PEERS = ("ours", "cnn", "kerastuner", "autokeras", "random", "fixed")
+OURS = ("ours", "cnn", "finetune", "ours-no-weights")  # python -m search: it stops itself, then exports
 MARKS = (60, 150, 300, 600)
 PLAIN_EPOCHS = 10  # the peers' epochs per trial, and the fixed CNN's
 
@@ -147,13 +151,14 @@ def run_system(name: str, data_dir: Path, size: int, budget: float, work: Path, 
     start = time.time()
     (work / f"{name}.start").write_text(str(start))
     shape, classes = data.image_shape, data.num_classes
-    if name in ("ours", "finetune"):
+    if name in OURS:
         from search.command_line.main import main
 
         argv = ["search", "--dataset", "tinyimagenet", "--image-size", str(size), "--budget", str(budget),
                 "--runs-dir", str(work / f"{name}-runs"), "--data-dir", str(data_dir)]
-        if name == "finetune":
-            argv += ["--space", "finetune", "--backbones", "mobilenet", "--weights-dir", weights_dir]
+        argv += {"ours": ["--weights-dir", weights_dir] if weights_dir else [], "cnn": ["--space", "cnn"],
+                 "finetune": ["--space", "finetune", "--backbones", "mobilenet", "--weights-dir", weights_dir],
+                 "ours-no-weights": []}[name]
         code = main(argv)
         _log_from_mlflow(work / f"{name}-runs", start, log)
         sys.exit(code)
@@ -222,8 +227,8 @@ def race(args) -> None:
           f"val {len(data.y_val)}, prepared in {time.perf_counter() - started:.0f} s; budget {args.budget:g} s "
           f"per system; {os.cpu_count()} cores; work folder {work}", flush=True)
     systems = [s for s in args.systems.split(",") if s]
-    if args.weights_dir and "finetune" not in systems:
-        systems.append("finetune")
+    if args.weights_dir:
+        systems += [name for name in ("ours-no-weights", "finetune") if name not in systems]
     results = {}
     for name in systems:
         (work / f"{name}.jsonl").unlink(missing_ok=True)
@@ -231,7 +236,7 @@ def race(args) -> None:
                    str(args.image_size), "--budget", str(args.budget), "--out", str(work)]
         if args.weights_dir:
             command += ["--weights-dir", str(Path(args.weights_dir).resolve())]
-        ours = name in ("ours", "finetune")
+        ours = name in OURS
         began = time.perf_counter()
         with (work / f"{name}.log").open("w") as out:
             process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
@@ -269,7 +274,7 @@ def _table(results: dict, budget: float, size: int, work: Path) -> None:
         cells = [_pct(best_so_far(result["points"], m)) for m in marks]
         in_budget = sum(point["t"] <= budget for point in result["points"])
         print(f"| {name} | " + " | ".join(cells) + f" | {in_budget} |")
-    for name in ("ours", "finetune"):
+    for name in (n for n in OURS if n in results):
         evaluation = next((work / f"{name}-runs" / "exports").glob("*/evaluation.json"), None) \
             if (work / f"{name}-runs" / "exports").is_dir() else None
         if evaluation:
@@ -313,7 +318,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--budget", type=float, default=600)
     parser.add_argument("--systems", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)}")
-    parser.add_argument("--weights-dir", help="adds the finetune row: SPACE=finetune on these Keras weights")
+    parser.add_argument("--weights-dir", help="Keras weight files for ours; adds the finetune and ours-no-weights rows")
     parser.add_argument("--out", help="work folder (default: a new temporary one)")
     parser.add_argument("--run-system", help=argparse.SUPPRESS)
     args = parser.parse_args()

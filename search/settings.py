@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from spaces.catalog import SPACE_NAMES, parse_backbones
+from spaces.catalog import FAMILY_NAMES, SPACE_NAMES, parse_backbones, parse_families
 from storage.errors import UserError
 from storage.urls import check_database_url, mask_url
 
@@ -45,8 +45,8 @@ class Setting:
     ``default_text`` says it in words where it depends on other things. ``low``/``high``
     bound it inclusively, ``above`` exclusively, ``choices`` lists the values it takes,
     ``check`` is a check of its own raising UserError. ``study``: recorded in the study when
-    it is created, and fixed for it from then on. ``space``: an option of that search space
-    (a field of its dataclass).
+    it is created, and fixed for it from then on. ``space``: an option of that search space, or
+    of those spaces (a field of each one's dataclass).
     """
 
     name: str
@@ -61,7 +61,12 @@ class Setting:
     check: Callable[[str, object], None] | None = None
     commands: tuple[str, ...] = ON_A_STUDY
     study: bool = False
-    space: str | None = None
+    space: str | tuple[str, ...] | None = None
+
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        """The spaces this is an option of (none for a setting of the commands)."""
+        return (self.space,) if isinstance(self.space, str) else self.space or ()
 
     @property
     def unset_is_default(self) -> bool:
@@ -161,13 +166,17 @@ def check_backbones(env: str, text: str) -> None:
     parse_backbones(text)
 
 
+def check_families(env: str, text: str) -> None:
+    parse_families(text)
+
+
 # The choices of DATASET, SAMPLER and PRUNER are their registries' keys (tests/test_settings.py
 # checks), written out so that checking them imports no Keras or Optuna; SPACE's are the catalog's.
 SETTINGS = (
     # What a study is: recorded when it is created.
     Setting("dataset", str, "the dataset", default_text="required for a new study", study=True,
             choices=("tinyimagenet", "cifar10", "cifar100", "mnist", "fashion_mnist", "digits", "folder")),
-    Setting("space", str, "search space (below: Search spaces)", default="cnn", study=True,
+    Setting("space", str, "search space (below: Search spaces)", default="auto", study=True,
             choices=SPACE_NAMES),
     Setting("epochs", int, "epochs a trial plans (fewer when cut to fit the budget or pruned)", default=15,
             low=1, study=True),
@@ -210,17 +219,21 @@ SETTINGS = (
     Setting("trials_per_process", int, "continue in a fresh process after this many trials (0: never)",
             default=25, low=0, commands=TRAINING),
     # Each space's options: fields of its dataclass, recorded in the study with it.
-    Setting("max_blocks", int, "most conv blocks", default=4, low=1, high=8, space="cnn"),
+    Setting("families", str, "families of models to search, comma-separated: " + ", ".join(FAMILY_NAMES),
+            default_text="those that can run here, decided when the study is created", check=check_families,
+            space="auto"),
+    Setting("max_blocks", int, "most conv blocks", default=4, low=1, high=8, space=("cnn", "auto")),
     Setting("max_layers", int, "most hidden dense layers", default=4, low=1, high=8, space="mlp"),
     Setting("backbones", str, "backbones or families to choose from, comma-separated", default_text="all",
-            check=check_backbones, space="finetune"),
+            check=check_backbones, space=("finetune", "transfer", "auto")),
     Setting("weights", str, "ImageNet weights, or none (random initialisation)", default="imagenet",
-            choices=("imagenet", "none"), space="finetune"),
-    Setting("weights_dir", str, "folder of Keras weight files, used instead of downloading", space="finetune"),
+            choices=("imagenet", "none"), space=("finetune", "transfer", "auto")),
+    Setting("weights_dir", str, "folder of Keras weight files, used instead of downloading",
+            space=("finetune", "transfer", "auto")),
     Setting("max_model_size", int, "prune a trial whose model has more parameters, before training", low=1,
-            space="autokeras"),
+            space=("autokeras", "auto")),
     Setting("pretrained", str, "use AutoKeras's pretrained blocks (no: leave them out)", default="yes",
-            choices=("yes", "no"), space="autokeras"),
+            choices=("yes", "no"), space=("autokeras", "auto")),
     # The dashboards.
     Setting("host", str, "address the dashboards listen on", default="127.0.0.1", commands=("dashboard", "mlflow")),
     Setting("dashboard_port", int, "port of the Optuna dashboard", default=8080, low=1, high=65535,
@@ -238,7 +251,7 @@ def default(name: str):
 
 def space_defaults(space: str) -> dict:
     """The options of ``space`` as they are when none is given."""
-    return {s.name: s.default for s in SETTINGS if s.space == space}
+    return {s.name: s.default for s in SETTINGS if space in s.spaces}
 
 
 def from_env(name: str):
@@ -268,7 +281,7 @@ def misspelt(environ: dict[str, str]) -> list[str]:
 
 
 def help_text(setting: Setting) -> str:
-    scope = f"{setting.space}: " if setting.space else ""
+    scope = f"{'/'.join(setting.spaces)}: " if setting.space else ""
     return f"{scope}{setting.help} (default {setting.shown_default()})"
 
 
@@ -276,10 +289,10 @@ def markdown_table() -> str:
     """The README's table of settings."""
     lines = ["| variable | meaning | default | read by |", "|---|---|---|---|"]
     for s in SETTINGS:
-        meaning = (f"{s.space} space: " if s.space else "") + s.help
+        meaning = (f"{'/'.join(s.spaces)} space{'s' if len(s.spaces) > 1 else ''}: " if s.space else "") + s.help
         if s.choices:
             meaning += ": " + ", ".join(f"`{c}`" for c in s.choices)
-        read_by = f"`SPACE={s.space}`" if s.space else ", ".join(s.commands)
+        read_by = ", ".join(f"`SPACE={x}`" for x in s.spaces) if s.space else ", ".join(s.commands)
         shown = s.default_text or ("none" if s.default is None else f"`{s.shown_default()}`")
         lines.append(f"| `{s.env}` | {meaning} | {shown} | {read_by} |")
     return "\n".join(lines) + "\n"

@@ -46,6 +46,12 @@ class Candidate:
     phases: tuple[Phase, ...] = (Phase("train", 1.0),)
     details: dict = field(default_factory=dict)
 
+    @property
+    def image_batch_size(self) -> int:
+        """The batch size ``model`` trains on images at (what its memory grows with); 0 when it
+        never trains on images itself (a head trained on kept features)."""
+        return self.batch_size
+
 
 class SearchSpace(abc.ABC):
     """A family of image classifiers that Optuna samples from.
@@ -79,6 +85,11 @@ class SearchSpace(abc.ABC):
         """
         candidate.model.fit(**fit_kwargs)
         return candidate.model
+
+    def prepare(self, data) -> None:
+        """Called once with the search's ``Dataset`` before its first trial, for a space that keeps
+        something computed from the data (``TransferSpace``: a backbone's features). The default
+        keeps nothing."""
 
     def initial_params(self, image_shape: tuple[int, int, int]) -> list[dict]:
         """Known-good configurations, queued as the first trials of a new study.

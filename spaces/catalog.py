@@ -15,8 +15,13 @@ SPACE_CLASSES: dict[str, tuple[str, str]] = {
     "mlp": ("spaces.mlp", "MLPSpace"),
     "finetune": ("spaces.finetune", "FinetuneSpace"),
     "autokeras": ("spaces.autokeras_space", "AutoKerasSpace"),
+    "transfer": ("spaces.transfer", "TransferSpace"),
+    "auto": ("spaces.auto", "AutoSpace"),
 }
 SPACE_NAMES = tuple(SPACE_CLASSES)
+
+#: The families of models SPACE=auto chooses among (each a space of its own above).
+FAMILY_NAMES = ("cnn", "transfer", "autokeras")
 
 #: The fine-tuning zoo's backbones by family, lighter families first.
 BACKBONE_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -51,3 +56,13 @@ def parse_backbones(text: str | None, has_weights=None) -> list[str]:
     if not wanted:
         raise UserError("BACKBONES is empty")
     return [name for name in BACKBONE_NAMES if name in wanted]
+
+
+def parse_families(text: str) -> list[str]:
+    """Family names, in catalog order, from a comma-separated list."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in FAMILY_NAMES]
+    if unknown or not names:
+        what = f"unknown family {unknown[0]!r} in FAMILIES" if unknown else "FAMILIES is empty"
+        raise UserError(f"{what}; choose from: {', '.join(FAMILY_NAMES)}")
+    return [name for name in FAMILY_NAMES if name in names]

@@ -159,7 +159,7 @@ def test_the_starting_portfolio_is_queued_once(runs_env, capsys):
     """A new study queues every starting configuration; a resumed one queues nothing again."""
     portfolio = get_space("cnn").initial_params((8, 8, 1))
     assert len(portfolio) >= 3 and len({p["family"] for p in portfolio}) == 2
-    base = ["--dataset", "digits", "--epochs", "1", "--seed", "0"]
+    base = ["--dataset", "digits", "--space", "cnn", "--epochs", "1", "--seed", "0"]
     assert main([*base, "--trials", "1"]) == 0
     assert main([*base, "--trials", "2"]) == 0
     capsys.readouterr()

@@ -248,7 +248,7 @@ def test_search_records_both_phases_and_exports_a_model_for_raw_uint8(runs_env, 
     capsys.readouterr()
     assert main(["--dataset", "digits", "--space", "finetune", "--backbones", "vgg16"]) == 2  # recorded backbones
     assert "created with BACKBONES=mobilenet_0.25, not vgg16" in capsys.readouterr().err
-    assert main(["--dataset", "digits", "--backbones", "vgg16"]) == 2  # a new digits-cnn study
+    assert main(["--dataset", "digits", "--space", "cnn", "--backbones", "vgg16"]) == 2  # a new digits-cnn study
     assert "BACKBONES does not apply to SPACE=cnn" in capsys.readouterr().err
 
 

@@ -13,7 +13,9 @@ from spaces import SPACES
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Options that keep a space offline and light here (the zoo has its own tests in test_finetune.py).
-TEST_OPTIONS = {"finetune": {"weights": "none", "backbones": "mobilenet_0.25,mobilenet_v3_small"}}
+TEST_OPTIONS = {"finetune": {"weights": "none", "backbones": "mobilenet_0.25,mobilenet_v3_small"},
+                "transfer": {"weights": "none", "backbones": "mobilenet_0.25,mobilenet_v3_small"},
+                "auto": {"weights": "none", "backbones": "mobilenet_0.25", "families": "cnn,transfer"}}
 # Spaces whose build returns the model (autokeras builds it while it fits: tests/test_autokeras.py).
 BUILDING_SPACES = sorted(set(SPACES) - {"autokeras"})
 
@@ -26,13 +28,14 @@ def test_space_builds_valid_models(space_name, shape):
     space = get_space(space_name, **TEST_OPTIONS.get(space_name, {}))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
-    for _ in range(6 if space_name == "finetune" else 8):  # finetune builds real backbones: slower
+    for _ in range(6 if space_name in ("finetune", "transfer") else 8):  # real backbones: slower
         trial = study.ask()
         candidate = space.build(trial, shape, 7)
         model = candidate.model
         assert model.inputs[0].dtype == "uint8" and tuple(model.inputs[0].shape[1:]) == shape
         assert tuple(model.outputs[0].shape) == (None, 7)
-        assert candidate.batch_size == trial.params["batch_size"]
+        prefix = f"{trial.params['family']}/" if space_name == "auto" else ""  # auto names params after the family
+        assert candidate.batch_size == trial.params[f"{prefix}batch_size"]
         seen.add(tuple(sorted(trial.params)))
         study.tell(trial, 0.5)
         keras.backend.clear_session()

@@ -243,9 +243,10 @@ def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     command_lines, workers_seen = set(), 0
     while search.poll() is None:  # every process's command line, as ps shows them, while the workers run
-        lines = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+        lines = subprocess.run(["ps", "-eo", "ppid=,args="], capture_output=True, text=True).stdout.splitlines()
         command_lines.update(lines)
-        workers_seen = max(workers_seen, sum("-m search worker" in line for line in lines))
+        ours = [line for line in lines if line.split(None, 1)[0] == str(search.pid)]  # this search's workers
+        workers_seen = max(workers_seen, sum("-m search worker" in line for line in ours))
         time.sleep(0.2)
     out, err = search.communicate()
     assert search.returncode == 0, err[-3000:]

@@ -47,6 +47,7 @@ class Dataset:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    cache: Path | None = None  # the folder it was loaded from (spaces keep what they compute from it there)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -161,4 +162,4 @@ def load_cache(folder: Path) -> Dataset | None:
         return None
     info = json.loads(meta.read_text())
     arrays = {key: np.load(folder / f"{key}.npy", mmap_mode="r") for key in _ARRAYS}
-    return Dataset(name=info["name"], class_names=info["class_names"], **arrays)
+    return Dataset(name=info["name"], class_names=info["class_names"], cache=folder, **arrays)

@@ -262,6 +262,17 @@ class Tracker:
         self.fail_pending_models(lambda pid: not alive(pid))
         return sorted(repaired)
 
+    def _logged_models(self) -> list:
+        """Every logged model of the study's experiment. Filtered here, not by MLflow: its filter on
+        ``status`` fails on a PostgreSQL store (it compares the integer column with a string)."""
+        models, token = [], None
+        while True:
+            page = self.client.search_logged_models([self.experiment_id], max_results=100, page_token=token)
+            models += list(page)
+            token = page.token
+            if not token:
+                return models
+
     def fail_pending_models(self, of: Callable[[int], bool]) -> None:
         """Mark FAILED the logged models still PENDING that a process of this host logs and
         ``of(its pid)`` picks, and delete what a local store holds of their files (half a
@@ -269,9 +280,10 @@ class Tracker:
         from urllib.parse import urlparse
         from urllib.request import url2pathname
 
-        for model in self.client.search_logged_models([self.experiment_id], "status = 'PENDING'"):
+        for model in self._logged_models():
             host, _, pid = model.tags.get(EXPORTER_TAG, "").rpartition(":")
-            if host == WORKER.rpartition(":")[0] and pid.isdigit() and of(int(pid)):
+            if model.status == LoggedModelStatus.PENDING and host == WORKER.rpartition(":")[0] and pid.isdigit() \
+                    and of(int(pid)):
                 location = urlparse(model.artifact_location or "")
                 if location.scheme == "file":  # first: on a full disk, this frees the space to say FAILED
                     shutil.rmtree(url2pathname(location.path), ignore_errors=True)

@@ -28,7 +28,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from search.results.checkpoints import best_trial  # noqa: E402
+from search.results.checkpoints import best_of as best_trial_of, best_trial  # noqa: E402
 from search.records import OBJECTIVE, PARENT_RUN_ATTR, RUN_ID_ATTR, SETTINGS_ATTR  # noqa: E402
 
 TOP_TRIALS = 3  # learning curves of this many best trials per study
@@ -53,6 +53,7 @@ class StudyReport:
     confusion_png: bytes | None = None
     importance_png: bytes | None = None
     curves_png: bytes | None = None
+    families: list[dict] = field(default_factory=list)  # SPACE=auto: each family's best, trials and seconds
 
 
 def collect(study: optuna.Study, client: MlflowClient | None) -> StudyReport:
@@ -68,6 +69,7 @@ def collect(study: optuna.Study, client: MlflowClient | None) -> StudyReport:
         best_so_far=_best_so_far(trials),
     )
     report.importance_png = _importances(study)
+    report.families = _families(trials) if report.space == "auto" else []
     if client is None:
         return report
     if best is not None and best.user_attrs.get(RUN_ID_ATTR):
@@ -76,6 +78,22 @@ def collect(study: optuna.Study, client: MlflowClient | None) -> StudyReport:
     report.test, report.confusion_png = _evaluation(client, study.user_attrs.get(PARENT_RUN_ATTR))
     report.curves_png = _learning_curves(client, study, trials)
     return report
+
+
+def _families(trials: list[optuna.trial.FrozenTrial]) -> list[dict]:
+    """Per family of a SPACE=auto study (its ``family`` param), best first: the best value and
+    trial, the finished trials and the seconds they took."""
+    by_family: dict[str, list] = {}
+    for trial in trials:
+        if trial.state.is_finished() and "family" in trial.params:
+            by_family.setdefault(trial.params["family"], []).append(trial)
+    rows = []
+    for family, members in by_family.items():
+        best = best_trial_of(members)
+        rows.append({"family": family, "best": best.value if best else None, "best_trial": best.number if best else None,
+                     "trials": len(members), "complete": sum(t.state.name == "COMPLETE" for t in members),
+                     "seconds": sum(_seconds(t) for t in members)})
+    return sorted(rows, key=lambda r: -(r["best"] or -1))
 
 
 def _seconds(trial: optuna.trial.FrozenTrial) -> float:
@@ -221,10 +239,21 @@ def _spaces_by_dataset(reports: list[StudyReport]) -> str:
     return "".join(parts)
 
 
+def _families_table(r: StudyReport) -> str:
+    if not r.families:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(f['family'])}</td>{_cell(r, 'family_best', f['best'])}"
+        f"<td>{_fmt(f['best_trial'])}</td><td>{f['complete']} / {f['trials']}</td><td>{f['seconds']:.0f}</td></tr>"
+        for f in r.families)
+    return ("<h3>Families side by side</h3><table class='families'><tr><th>family</th><th>best val_accuracy</th>"
+            f"<th>best trial</th><th>complete / finished trials</th><th>seconds</th></tr>{rows}</table>")
+
+
 def _study_section(r: StudyReport) -> str:
     worst = sorted(r.test.get("per_class_accuracy", {}).items(), key=lambda kv: kv[1])[:WORST_CLASSES]
     worst_rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{acc:.3f}</td></tr>" for name, acc in worst)
-    return (f"<section><h2>{html.escape(r.name)}</h2><div class='row'>"
+    return (f"<section><h2>{html.escape(r.name)}</h2>{_families_table(r)}<div class='row'>"
             f"<div><h3>Parameter importances</h3>{_img(r.importance_png, 'parameter importances')}</div>"
             f"<div><h3>Learning curves of the top {TOP_TRIALS} trials</h3>{_img(r.curves_png, 'learning curves')}</div>"
             f"<div><h3>Confusion matrix (test, exported model)</h3>{_img(r.confusion_png, 'confusion matrix')}</div>"

@@ -43,13 +43,14 @@ def training_bytes(model: keras.Model, batch_size: int) -> int:
 
 
 def check_memory(candidate) -> None:
-    """Prune the trial when its candidate's training would take more than MEMORY_SHARE of the
-    memory available now; a space whose library builds the model later (no model yet) is not
-    checked."""
-    if candidate.model is None:
+    """Prune the trial when its candidate's training on images would take more than MEMORY_SHARE
+    of the memory available now; a space whose library builds the model later (no model yet), or
+    a model that never trains on images, is not checked."""
+    batch = candidate.image_batch_size
+    if candidate.model is None or not batch:
         return
-    need, available = training_bytes(candidate.model, candidate.batch_size), available_memory()
+    need, available = training_bytes(candidate.model, batch), available_memory()
     if need > MEMORY_SHARE * available:
         raise optuna.TrialPruned(f"too large for memory: training would take about {need / GIB:.1f} GiB at batch "
-                                 f"{candidate.batch_size}, {available / GIB:.1f} GiB available; a smaller IMAGE_SIZE "
+                                 f"{batch}, {available / GIB:.1f} GiB available; a smaller IMAGE_SIZE "
                                  "makes every model smaller")

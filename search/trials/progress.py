@@ -32,12 +32,14 @@ class Progress:
         if trial.state == optuna.trial.TrialState.FAIL:
             value = trial.user_attrs.get(FAIL_REASON_ATTR, "")
         top = best_trial(study)
-        best = f"best {top.value:.4f} (trial {top.number})" if top else "no complete trial yet"
+        best = (f"best {top.value:.4f} (trial {top.number}{', ' + top.params['family'] if 'family' in top.params else ''})"
+                if top else "no complete trial yet")
         elapsed = time.perf_counter() - self.started
         left = self.budget.left() if self.budget is not None else None
         clock = f"{elapsed:.0f}s" + (f", {max(0.0, left):.0f}s left" if left is not None else "")
         target = f"/{self.target}" if self.target is not None else ""
-        print(f"[trial {trial.number}] {state:<8} {value}  | {best} | "
+        family = f" ({trial.params['family']})" if "family" in trial.params else ""  # SPACE=auto
+        print(f"[trial {trial.number}]{family} {state:<8} {value}  | {best} | "
               f"{finished_count(study)}{target} done, {clock}",
               file=self.stream or sys.stdout, flush=True)  # stdout as it is now (tests replace it)
         self.failures_in_a_row = self.failures_in_a_row + 1 if state == "FAIL" else 0

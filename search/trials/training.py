@@ -21,6 +21,10 @@ from search.results.mlflow_runs import TrialRun
 from spaces import Candidate, Phase, SearchSpace
 
 
+# A trial below this many times the chance level (and a point) at its first check is stopped.
+CHANCE_FACTOR = 1.2
+
+
 class TrialFailed(Exception):
     """A trial that cannot produce a value (NaN loss): it fails, the study goes on."""
 
@@ -47,18 +51,20 @@ class EpochLogger(NotCopied, keras.callbacks.Callback):
 
 
 class ModelLogger(NotCopied, keras.callbacks.Callback):
-    """Logs the model's parameter count and summary to the trial's run, once, when the first fit
-    begins: the model is built by then, whichever library built it."""
+    """Logs the trial's model's parameter count and summary to its run, once, when the first fit
+    begins: the model is built by then, whichever library built it. That is the candidate's
+    model (a transfer trial first fits only its head on features), or the one being fit."""
 
-    def __init__(self, run: TrialRun):
+    def __init__(self, run: TrialRun, candidate: Candidate):
         super().__init__()
-        self.run, self.logged = run, False
+        self.run, self.candidate, self.logged = run, candidate, False
 
     def on_train_begin(self, logs=None):
         if not self.logged:
+            model = self.candidate.model or self.model
             out = io.StringIO()
-            self.model.summary(print_fn=lambda line, **_: out.write(line + "\n"))
-            self.run.log_model_info(self.model.count_params(), out.getvalue())
+            model.summary(print_fn=lambda line, **_: out.write(line + "\n"))
+            self.run.log_model_info(model.count_params(), out.getvalue())
             self.logged = True
 
 
@@ -140,6 +146,37 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
     def _check(self, seconds: float, what: str) -> None:
         if self.max_seconds is not None and seconds > self.max_seconds:
             raise optuna.TrialPruned(f"too slow: {what}, over {self.max_seconds:.0f} s per epoch ({self.why})")
+
+
+class StopAtChance(NotCopied, keras.callbacks.Callback):
+    """Prunes a trial still at chance level at its first check, whatever the study's pruner (unless
+    that is its last planned epoch): after epoch ``check_epoch`` (from 1; Hyperband's first rung), a
+    validation accuracy below
+    CHANCE_FACTOR times the largest class's share (plus a point) means it has learnt nothing yet,
+    and the epochs left are better spent on another trial. Before that check a trial is still in
+    its warmup: the measured curves are near chance for a few epochs, then climb."""
+
+    def __init__(self, check_epoch: int, chance: float, plan: EpochPlan):
+        super().__init__()
+        self.check_epoch, self.chance, self.plan = check_epoch, chance, plan
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(OBJECTIVE)
+        last = epoch + 1 >= self.plan.total  # nothing left to save: the trial ends as it is (PruningCallback)
+        if epoch + 1 == self.check_epoch and not last and value is not None \
+                and value < CHANCE_FACTOR * self.chance + 0.01:
+            raise optuna.TrialPruned(f"at chance level after epoch {epoch + 1}: val_accuracy {value:.4f}, "
+                                     f"chance {self.chance:.4f}")
+
+
+def chance_level(labels: np.ndarray) -> float:
+    """The accuracy of always answering the most frequent class of ``labels``."""
+    return float(np.bincount(np.asarray(labels)).max() / max(1, len(labels)))
+
+
+def first_check(epochs: int) -> int:
+    """The epoch (from 1) of a trial's first check: a third of its planned epochs, as Hyperband's first rung."""
+    return max(1, epochs // 3)
 
 
 class FollowPlan(NotCopied, keras.callbacks.Callback):
@@ -254,7 +291,8 @@ def train(space: SearchSpace, candidate: Candidate, plan: EpochPlan, data: Datas
     """
     started = time.perf_counter()
     best, best_weights, losses, done, model = -math.inf, None, [], 0, candidate.model
-    describe = ModelLogger(run)
+    check, chance = first_check(plan.total), chance_level(data.y_val)
+    describe = ModelLogger(run, candidate)
     for index, phase in enumerate(candidate.phases):
         begin = done
         end = phase_end(candidate.phases, plan, index)
@@ -271,6 +309,7 @@ def train(space: SearchSpace, candidate: Candidate, plan: EpochPlan, data: Datas
             WarmupCosine(lambda: phase_end(candidate.phases, plan, index) - begin, first_epoch=begin),
             EpochLogger(run, index + 1),  # before pruning, so a pruned trial's last epoch is logged
             PruningCallback(trial, OBJECTIVE, plan),
+            StopAtChance(check, chance, plan),  # after the pruner's report, so the study has the epoch's value
             FollowPlan(plan, lambda: phase_end(candidate.phases, plan, index)),
             # Never stops (its patience is the whole phase): it ends the fit on the best epoch's weights.
             keras.callbacks.EarlyStopping(monitor=OBJECTIVE, mode="max", patience=end, restore_best_weights=True),

@@ -1,0 +1,179 @@
+"""SPACE=auto: the family chosen first, each family's parameters under names of its own, a backbone
+without weights never sampled, a frozen backbone's features kept, a trial at chance stopped early."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from conftest import new_search, run_cli
+from search import records
+from search.trials.study import get_space
+from spaces import features
+from spaces.auto import prefixed
+from storage.urls import default_storage_url
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_each_family_builds_from_its_own_parameter_names_and_a_fixed_trial_replays_it():
+    space = get_space("auto", weights="none", backbones="mobilenet_0.25")
+    assert space.choice == ["cnn", "transfer", "autokeras"]
+    for params in space.initial_params((32, 32, 3)):
+        family = params["family"]
+        assert family in ("cnn", "transfer")
+        assert all(name == "family" or name.startswith(f"{family}/") for name in params)
+        candidate = space.build(optuna.trial.FixedTrial(params), (32, 32, 3), 10)
+        assert candidate.model.inputs[0].dtype == "uint8" and candidate.model.output_shape == (None, 10)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        family = trial.suggest_categorical("family", space.choice)
+        if family != "autokeras":  # AutoKeras samples while it trains: tests/test_autokeras.py
+            space.build(trial, (32, 32, 3), 10)
+        assert all(name == "family" or name.startswith(f"{family}/") for name in trial.params), trial.params
+        study.tell(trial, 0.5)
+    assert space.settings()["families"] == "cnn,transfer,autokeras"  # recorded with the study
+
+
+def test_a_backbone_without_weights_is_never_in_the_choice(shared_weights, tmp_path):
+    space = get_space("auto", weights_dir=str(shared_weights))
+    assert space.transfer.choice == ["mobilenet_0.25"] and space.backbones == "mobilenet_0.25"
+    assert "transfer" in space.choice
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    space = get_space("auto", weights_dir=str(empty))
+    assert space.choice == ["cnn", "autokeras"]
+    assert any(note.startswith("family left out, transfer: no backbone") for note in space.check_ready())
+
+
+def test_the_features_are_computed_once_and_again_only_when_weights_resolution_or_data_change(
+        shared_weights, tmp_path, monkeypatch, digits):
+    calls = []
+    extractor = features.extractor
+
+    def counted(*args):
+        calls.append(args)
+        return extractor(*args)
+
+    monkeypatch.setattr(features, "extractor", counted)
+    monkeypatch.setattr(features, "_MEMORY", {})
+    weights = tmp_path / "weights"
+    shutil.copytree(shared_weights, weights)
+    cache = tmp_path / "digits-cache"
+    cache.mkdir()
+    few = dataclasses.replace(digits, x_train=digits.x_train[:40], y_train=digits.y_train[:40], x_val=digits.x_val[:20],
+                              y_val=digits.y_val[:20], cache=cache)
+
+    def kept(resolution=96, data=few):
+        return features.frozen_features("mobilenet_0.25", "imagenet", str(weights), resolution, data)
+
+    first = kept()
+    assert first.train.shape == (40, 256) and first.train_flipped.shape == (40, 256) and first.val.shape == (20, 256)
+    assert not np.allclose(first.train, first.train_flipped)
+    assert kept() is first and len(calls) == 1  # from memory
+    monkeypatch.setattr(features, "_MEMORY", {})
+    assert np.array_equal(kept().train, first.train) and len(calls) == 1  # from the disk, beside the dataset cache
+    assert len(list((cache / "features").iterdir())) == 1
+    kept(resolution=128)
+    assert len(calls) == 2  # another resolution
+    other = dataclasses.replace(few, cache=tmp_path / "other-dataset")
+    (tmp_path / "other-dataset").mkdir()
+    kept(data=other)
+    assert len(calls) == 3  # another dataset
+    weights_file = weights / "mobilenet_2_5_224_tf_no_top.h5"
+    os.utime(weights_file, ns=(weights_file.stat().st_atime_ns, weights_file.stat().st_mtime_ns + 10**9))
+    kept()
+    assert len(calls) == 4  # the weights file was replaced
+
+
+def test_a_trial_at_chance_level_is_stopped_at_its_first_check_whatever_the_pruner(tmp_path, digits):
+    rng = np.random.default_rng(0)
+    shuffled = dataclasses.replace(digits, y_val=rng.permutation(digits.y_val))  # nothing to learn about these
+    search = new_search(tmp_path, shuffled, "mlp", epochs=6, pruner=optuna.pruners.NopPruner())
+    search.study.optimize(search.objective, n_trials=1)
+    [trial] = search.study.trials
+    assert trial.state.name == "PRUNED"
+    assert trial.user_attrs[records.PRUNE_REASON_ATTR].startswith("at chance level after epoch 2: val_accuracy ")
+    assert len(trial.intermediate_values) == 2  # stopped at the check, a third of its 6 epochs
+
+
+def test_an_auto_search_runs_the_portfolio_across_families_resumes_and_records_its_families(
+        runs_env, shared_weights):
+    env = {**runs_env, "DATASET": "digits", "SPACE": "auto", "WEIGHTS_DIR": str(shared_weights), "EPOCHS": "3",
+           "SEED": "0"}
+    first = run_cli({**env, "TRIALS": "2"})
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[trial 0] (transfer) COMPLETE" in first.stdout and "[trial 1] (cnn) " in first.stdout
+    runs = Path(runs_env["RUNS_DIR"])
+    storage = default_storage_url(runs / "optuna.db")
+    study = optuna.load_study(study_name="digits-auto", storage=storage)
+    recorded = study.user_attrs[records.SETTINGS_ATTR][records.SPACE_OPTIONS]
+    assert recorded["families"] == "cnn,transfer,autokeras" and recorded["backbones"] == "mobilenet_0.25"
+    resumed = run_cli({**env, "TRIALS": "3", "FAMILIES": "cnn,transfer,autokeras"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    refused = run_cli({**env, "TRIALS": "4", "FAMILIES": "cnn"})
+    assert refused.returncode == 2 and "was created with FAMILIES=cnn,transfer,autokeras, not cnn" in refused.stderr
+    study = optuna.load_study(study_name="digits-auto", storage=storage)
+    assert len([t for t in study.trials if t.state.is_finished()]) == 3
+    for trial in study.trials:
+        family = trial.params["family"]
+        assert all(name == "family" or name.startswith(f"{family}/") for name in trial.params)
+    info = json.loads((runs / "exports" / "digits-auto" / "model.json").read_text())
+    assert info["params"]["family"] in ("cnn", "transfer", "autokeras")
+
+    assert run_cli(runs_env, "report").returncode == 0  # the families side by side
+    page = (runs / "report.html").read_text()
+    table = page[page.index("<h3>Families side by side</h3>"):]
+    table = table[:table.index("</table>")]
+    families = {t.params["family"] for t in study.trials if t.state.is_finished()}
+    assert {row.split("</td>")[0] for row in table.split("<tr><td>")[1:]} == families
+    transfer = [t for t in study.trials if t.params["family"] == "transfer" and t.state.name == "COMPLETE"]
+    assert f"data-field='family_best'>{max(t.value for t in transfer):.4f}<" in table
+
+
+def test_the_portfolio_puts_the_transfer_head_first_only_where_weights_load(shared_weights, tmp_path):
+    with_weights = get_space("auto", weights_dir=str(shared_weights)).initial_params((32, 32, 3))
+    assert [p["family"] for p in with_weights] == ["transfer", "cnn", "cnn"]
+    assert with_weights[0] == prefixed("transfer", get_space("transfer", weights_dir=str(shared_weights))
+                                       .initial_params((32, 32, 3))[0])
+    empty = tmp_path / "none-here"
+    empty.mkdir()
+    assert [p["family"] for p in get_space("auto", weights_dir=str(empty)).initial_params((32, 32, 3))] == ["cnn", "cnn"]
+
+
+@pytest.mark.parametrize("families, message", [("cnn,nope", "unknown family 'nope' in FAMILIES"),
+                                               ("", "FAMILIES")])
+def test_bad_families_are_one_line(runs_env, families, message):
+    result = run_cli({**runs_env, "DATASET": "digits", "SPACE": "auto", "FAMILIES": families or " "})
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_a_transfer_trial_trains_its_head_on_kept_features_then_finetunes_and_leaves_one_image_model(
+        tmp_path, digits, shared_weights):
+    import keras
+
+    few = dataclasses.replace(digits, x_val=digits.x_val[:100], y_val=digits.y_val[:100])
+    space = get_space("transfer", weights_dir=str(shared_weights))
+    search = new_search(tmp_path, few, space, epochs=6, pruner=optuna.pruners.NopPruner())
+    recipe = {**space.initial_params(few.image_shape)[0], "resolution": 96, "learning_rate": 3e-3,
+              "finetune_share": 0.5, "unfreeze_fraction": 0.1, "finetune_lr_factor": 0.1}
+    search.study.enqueue_trial(recipe)
+    search.study.optimize(search.objective, n_trials=1)
+    [trial] = search.study.trials
+    assert trial.state.name == "COMPLETE" and trial.value > 0.5, trial.user_attrs
+    run = search.tracker.client.get_run(trial.user_attrs[records.RUN_ID_ATTR])
+    phases = [m.value for m in search.tracker.client.get_metric_history(run.info.run_id, "phase")]
+    assert phases == [1, 1, 1, 2, 2, 2]  # three epochs of the head on features, three fine-tuning on images
+    _, path = search.checkpoint.best(search.study)
+    model = keras.saving.load_model(path, compile=False)
+    assert model.inputs[0].dtype == "uint8" and model.input_shape == (None, 8, 8, 1)
+    predicted = model.predict(np.asarray(few.x_val), verbose=0).argmax(axis=1)
+    assert float((predicted == few.y_val).mean()) == pytest.approx(trial.value, abs=0.011)
