@@ -131,11 +131,11 @@ def test_resume_with_other_settings_is_refused_and_leaves_the_study(runs_env, ca
 
     Path(runs_env["RUNS_DIR"]).mkdir()
     storage = open_storage(default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
-    settings, _ = resolve_settings(storage, "digits-cnn", {"dataset": "digits", "epochs": 3})
-    open_study(storage, "digits-cnn", settings, exists=False)
+    settings, _ = resolve_settings(storage, "digits-auto", {"dataset": "digits", "epochs": 3})
+    open_study(storage, "digits-auto", settings, exists=False)
     assert main(["--dataset", "digits", "--epochs", "5"]) == 2
     assert "created with EPOCHS=3, not 5" in capsys.readouterr().err
-    assert optuna.load_study(study_name="digits-cnn", storage=storage).user_attrs[records.SETTINGS_ATTR]["epochs"] == 3
+    assert optuna.load_study(study_name="digits-auto", storage=storage).user_attrs[records.SETTINGS_ATTR]["epochs"] == 3
 
 
 def test_in_process_restart_carries_on_with_what_is_left_of_the_timeout(runs_env, capsys):

@@ -150,13 +150,13 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
 
 class StopAtChance(NotCopied, keras.callbacks.Callback):
     """Prunes a trial still at chance level at its first check, whatever the study's pruner (unless
-    that is its last planned epoch): after epoch ``check_epoch`` (from 1; Hyperband's first rung), a
-    validation accuracy below
+    that is its last planned epoch): after epoch ``check_epoch`` (from 1; Hyperband's first rung;
+    None: no check), a validation accuracy below
     CHANCE_FACTOR times the largest class's share (plus a point) means it has learnt nothing yet,
     and the epochs left are better spent on another trial. Before that check a trial is still in
     its warmup: the measured curves are near chance for a few epochs, then climb."""
 
-    def __init__(self, check_epoch: int, chance: float, plan: EpochPlan):
+    def __init__(self, check_epoch: int | None, chance: float, plan: EpochPlan):
         super().__init__()
         self.check_epoch, self.chance, self.plan = check_epoch, chance, plan
 
@@ -174,9 +174,10 @@ def chance_level(labels: np.ndarray) -> float:
     return float(np.bincount(np.asarray(labels)).max() / max(1, len(labels)))
 
 
-def first_check(epochs: int) -> int:
-    """The epoch (from 1) of a trial's first check: a third of its planned epochs, as Hyperband's first rung."""
-    return max(1, epochs // 3)
+def first_check(epochs: int) -> int | None:
+    """The epoch (from 1) of a trial's first check: a third of its planned epochs, as Hyperband's
+    first rung; none below 6 epochs (a check at epoch 1 says little, and saves little)."""
+    return epochs // 3 if epochs >= 6 else None
 
 
 class FollowPlan(NotCopied, keras.callbacks.Callback):
