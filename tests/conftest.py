@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -147,6 +149,52 @@ def serving(target: str, port: int, env: dict, log_path: Path, ready: str | None
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGTERM)
         make.wait(timeout=60)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to ``target`` until cut (every connection dropped, new ones refused);
+    ``start`` again listens on the same port."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target, self.port = target, 0
+        self.server: socket.socket | None = None
+        self.sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", self.port))
+        self.server.listen()
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        for sock in [self.server, *self.sockets]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self.sockets = []
 
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"  # the server .ci/run starts (trust auth)

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, free_port, run_cli, serving
+from conftest import REPO, TcpProxy, free_port, run_cli, serving
 from search import records
 from storage.files import HOST
 from storage.urls import default_storage_url
@@ -60,56 +60,10 @@ def pending_models(tracking_uri: str, study: str) -> list:
 
 # --- a lost MLflow tracking server ----------------------------------------------------------------
 
-class Cuttable:
-    """A TCP forwarder from a port of its own on 127.0.0.1 to ``target``: ``cut()`` closes it
-    (connections refused, as when the server is killed), ``restore()`` opens it again."""
-
-    def __init__(self, target: int):
-        self.target, self.port = target, free_port()
-        self.restore()
-
-    def restore(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        for connection in [self.listener, *self.connections]:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)  # wakes accept() and the pumps: closing alone would not
-            except OSError:
-                pass
-            connection.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            self.connections += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
 def test_a_tracking_server_that_goes_away_mid_epoch_stops_the_search_in_bounded_time_and_a_rerun_repairs(
         runs_env, tmp_path, mlflow_server):
-    proxy = Cuttable(int(mlflow_server.rsplit(":", 1)[1]))
+    proxy = TcpProxy(("127.0.0.1", int(mlflow_server.rsplit(":", 1)[1])))
+    proxy.start()
     env = {**os.environ, **runs_env, **DIGITS, "EPOCHS": "30", "TRIALS": "2", "SEED": "0",
            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{proxy.port}"}
     err_path = tmp_path / "stderr.txt"
@@ -137,7 +91,7 @@ def test_a_tracking_server_that_goes_away_mid_epoch_stops_the_search_in_bounded_
     assert interrupted.state.name == "FAIL" and interrupted.user_attrs[records.INTERRUPTED_ATTR]
     assert client.get_run(interrupted.user_attrs[records.RUN_ID_ATTR]).info.status == "RUNNING"  # left for the re-run
 
-    proxy.restore()
+    proxy.start()
     again = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "1"},
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
