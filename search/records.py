@@ -30,8 +30,20 @@ PLANNED_EPOCHS_ATTR = "planned_epochs"  # the epochs the trial planned, once cut
 INTERRUPTED_ATTR = "interrupted"  # failed by an interruption (a signal, a lost tracking store), not by itself
 RETRY_OF_ATTR = "retry_of"  # on a trial queued again: the number of the interrupted trial it repeats
 DEADLINE_ATTR = "stopped_at_deadline"  # the epoch (from 1) after which the budget's deadline stopped it
+ENSEMBLE_STEP_ATTR = "ensemble_step"  # on the end-of-budget step's trial (search/trials/ensemble.py)
+ENSEMBLE_OF_ATTR = "ensemble_of"  # on the ensemble step's trial: its members' trial numbers
+ENSEMBLE_WEIGHTS_ATTR = "ensemble_weights"  # and their weights (summing to 1), in that order
+STARTUP_SECONDS_ATTR = "startup_seconds"  # from the trial's start to the end of its first batch
 
 # MLflow run tags.
 BEST_TAG = "best"  # "true" on the study's best trial's run, and on no other run
 STATE_TAG = "optuna.state"  # the trial's final Optuna state
 FAILURE_REASON_TAG = "failure_reason"  # why a failed trial's run failed
+
+
+def family_of(trial) -> str | None:
+    """The family of model a trial was: ``ensemble`` for the end-of-budget step's trial, the
+    ``family`` param of a SPACE=auto trial, None otherwise."""
+    if trial.user_attrs.get(ENSEMBLE_STEP_ATTR):
+        return "ensemble"
+    return trial.params.get("family")

@@ -81,6 +81,7 @@ class AutoSpace(SearchSpace):
     max_model_size: int | None
     pretrained: str
     location_options = ("weights_dir",)
+    ends_with_ensemble = True
 
     def __post_init__(self):
         self.cnn = CNNSpace(max_blocks=self.max_blocks)
@@ -122,12 +123,14 @@ class AutoSpace(SearchSpace):
 
     def initial_params(self, image_shape) -> list[dict]:
         """The portfolio across families, the cheapest strong start of each, best per second first:
-        a linear head on kept features (seconds), the plain 32-filter CNN, then the plain 48."""
+        a linear head on kept features (seconds), the plain 32-filter CNN, then the plain 48;
+        without the transfer family, the cnn space's whole portfolio (the residual net too)."""
         portfolio = []
         if "transfer" in self.choice:
             portfolio += [prefixed("transfer", p) for p in self.transfer.initial_params(image_shape)]
         if "cnn" in self.choice:
-            portfolio += [prefixed("cnn", p) for p in self.cnn.initial_params(image_shape)[:2]]
+            cnn = self.cnn.initial_params(image_shape)
+            portfolio += [prefixed("cnn", p) for p in (cnn[:2] if portfolio else cnn)]
         return portfolio
 
     def build(self, trial, image_shape, num_classes) -> Candidate:

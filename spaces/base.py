@@ -69,6 +69,9 @@ class SearchSpace(abc.ABC):
     #: Options that say where things are on this machine (a folder, say), not what the
     #: space is: not part of ``settings()``, so each worker may set its own.
     location_options: ClassVar[tuple[str, ...]] = ()
+    #: Whether a search with a BUDGET ends with an ensemble of its best models, when that beats
+    #: the best single one (search/trials/ensemble.py).
+    ends_with_ensemble: ClassVar[bool] = False
 
     @abc.abstractmethod
     def build(self, trial: optuna.Trial, image_shape: tuple[int, int, int], num_classes: int) -> Candidate:

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import new_search, run_cli
 from search import records
+from search.trials.budget import Budget
 from search.trials.study import get_space
 from spaces import features
 from spaces.auto import prefixed
@@ -146,7 +147,8 @@ def test_the_portfolio_puts_the_transfer_head_first_only_where_weights_load(shar
                                        .initial_params((32, 32, 3))[0])
     empty = tmp_path / "none-here"
     empty.mkdir()
-    assert [p["family"] for p in get_space("auto", weights_dir=str(empty)).initial_params((32, 32, 3))] == ["cnn", "cnn"]
+    without = get_space("auto", weights_dir=str(empty)).initial_params((32, 32, 3))
+    assert without == [prefixed("cnn", p) for p in get_space("cnn").initial_params((32, 32, 3))]  # the cnn space's start
 
 
 @pytest.mark.parametrize("families, message", [("cnn,nope", "unknown family 'nope' in FAMILIES"),
@@ -177,3 +179,99 @@ def test_a_transfer_trial_trains_its_head_on_kept_features_then_finetunes_and_le
     assert model.inputs[0].dtype == "uint8" and model.input_shape == (None, 8, 8, 1)
     predicted = model.predict(np.asarray(few.x_val), verbose=0).argmax(axis=1)
     assert float((predicted == few.y_val).mean()) == pytest.approx(trial.value, abs=0.011)
+
+
+def _reader(pixel: int, name: str):
+    """A two-class model on (2, 1, 1) uint8 images that reads one pixel: the brighter, the surer of class 1."""
+    import keras
+
+    inputs = keras.Input(shape=(2, 1, 1), dtype="uint8", name="image")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 128.0, offset=-1.0)(inputs))
+    dense = keras.layers.Dense(2, activation="softmax", name="probabilities")
+    model = keras.Model(inputs, dense(x), name=name)
+    weights = np.zeros((2, 2), dtype="float32")
+    weights[pixel] = (-4.0, 4.0)
+    dense.set_weights([weights, np.zeros(2, dtype="float32")])
+    return model
+
+
+def _pixels_dataset():
+    """Four images, each model right on three of them, confidently; wrong on one, barely: their mean is right on all four."""
+    from search.datasets import Dataset
+
+    x = np.array([[255, 255], [0, 0], [255, 100], [150, 0]], dtype=np.uint8).reshape(4, 2, 1, 1)
+    y = np.array([1, 0, 1, 0])
+    return Dataset("pixels", ["dark", "bright"], x, y, x.copy(), y.copy(), x.copy(), y.copy())
+
+
+def test_the_end_of_budget_ensemble_is_a_trial_that_exports_as_one_model_and_evaluates(tmp_path):
+    from search.results.evaluate import evaluate_model
+    from search.results.export import INFO_FILE, export_best
+    from spaces import load_model
+
+    data = _pixels_dataset()
+    space = get_space("auto", families="cnn")
+    search = new_search(tmp_path, data, space, budget=Budget(60, 3))
+    assert search.budget.reserve == 10.0 and search.checkpoint.keep == 4  # kept for the step, and its members
+    study = search.study
+    search.checkpoint.folder.mkdir(parents=True)
+    for pixel in (0, 1):  # two "trials" that completed at 0.75, their models kept
+        study.add_trial(optuna.trial.create_trial(value=0.75))
+        _reader(pixel, f"reads_{pixel}").save(search.checkpoint.path(pixel))
+    assert [float(np.mean(np.argmax(_reader(p, "m").predict(data.x_val, verbose=0), -1) == data.y_val))
+            for p in (0, 1)] == [0.75, 0.75]
+
+    search.end_with_ensemble()
+    step = study.trials[-1]
+    assert step.state.name == "COMPLETE" and step.value == 1.0 and step.user_attrs[records.ENSEMBLE_OF_ATTR] == [0, 1]
+    assert records.family_of(step) == "ensemble" and sum(step.user_attrs[records.ENSEMBLE_WEIGHTS_ATTR]) == 1.0
+
+    out = tmp_path / "export"
+    path = export_best(study, search.checkpoint, out, search.tracker, data, {"space": "auto"})
+    info = json.loads((out / INFO_FILE).read_text())
+    assert info["trial"] == step.number and [m["trial"] for m in info["ensemble_of"]] == [0, 1]
+    assert [m["weight"] for m in info["ensemble_of"]] == step.user_attrs[records.ENSEMBLE_WEIGHTS_ATTR]
+    assert info["model"].startswith("ensemble")
+    model = load_model(path)
+    assert model.predict(data.x_test, verbose=0).argmax(-1).tolist() == data.y_test.tolist()
+    result, _ = evaluate_model(path, data, out)
+    assert result["top1"] == 1.0
+
+
+def test_an_ensemble_that_does_not_beat_the_best_model_is_pruned_and_says_why(tmp_path):
+    data = _pixels_dataset()
+    search = new_search(tmp_path, data, get_space("auto", families="cnn"), budget=Budget(60, 3))
+    search.checkpoint.folder.mkdir(parents=True)
+    for number in (0, 1):  # the same model twice: their mean is no better
+        search.study.add_trial(optuna.trial.create_trial(value=0.75))
+        _reader(0, f"same_{number}").save(search.checkpoint.path(number))
+    search.end_with_ensemble()
+    step = search.study.trials[-1]
+    assert step.state.name == "PRUNED"
+    assert step.user_attrs[records.PRUNE_REASON_ATTR] == ("ensemble: no other kept model of 1 improves trial 0's "
+                                                          "0.7500 on the validation split")
+
+
+def test_a_trial_whose_family_starts_up_slower_than_the_time_left_is_pruned_before_it_trains():
+    import time
+
+    from search.trials.training import EpochTimer, check_startup
+
+    choices = ["cnn", "autokeras"]
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(
+        value=0.5, params={"family": "autokeras"},
+        distributions={"family": optuna.distributions.CategoricalDistribution(choices)},
+        user_attrs={records.STARTUP_SECONDS_ATTR: 80.0}))
+    deadline = time.monotonic() + 30
+    for family, pruned in (("cnn", False), ("autokeras", True)):
+        study.enqueue_trial({"family": family})
+        trial = study.ask()
+        trial.suggest_categorical("family", choices)
+        if pruned:
+            with pytest.raises(optuna.TrialPruned, match=r"cannot finish: trials like it took 80 s to their first "
+                                                         r"batch, (29|30) s of the budget left"):
+                check_startup(trial, EpochTimer(), deadline)
+        else:
+            check_startup(trial, EpochTimer(), deadline)  # no cnn trial has shown its start-up yet
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)

@@ -1,4 +1,4 @@
-"""Keep the model of the study's best trial so far, and only that one."""
+"""Keep the model of the study's best trial so far (and, for an ensemble at the end, a few more)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from search.records import family_of
 from storage.errors import UserError
 from storage.files import remove_leftovers, write_atomic
 
@@ -34,35 +35,56 @@ def best_of(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial 
 
 
 class BestCheckpoint:
-    """``folder/trial-<n>.keras`` for the best complete trial.
+    """``folder/trial-<n>.keras`` for the best complete trial, and with ``keep_for_ensemble`` for
+    the models an ensemble may be made of: the ``keep`` best complete trials and each family's best.
 
-    A trial saves its model only when it beats every complete trial so far; older files
-    are deleted only after the new best is recorded as complete in the study (the
+    A trial saves its model only when it would be kept among the complete trials so far; other
+    files are deleted only after the new one is recorded as complete in the study (the
     ``after_trial`` callback), so a crash never leaves the study without its best model.
     Files of trials still running (in other workers) are left to their own trial's end.
     """
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, keep: int = 1):
+        self.folder, self.keep = folder, keep
         remove_leftovers(folder)  # half-saved models of killed processes
+
+    def keep_for_ensemble(self, members: int) -> None:
+        """Keep the ``members`` best trials' models and each family's best, not only the best."""
+        self.keep = max(self.keep, members)
 
     def path(self, trial_number: int) -> Path:
         return self.folder / f"trial-{trial_number}.keras"
 
-    def offer(self, study: optuna.Study, trial_number: int, value: float, model: keras.Model) -> bool:
-        """Save ``model`` if ``value`` beats the best complete trial; return whether it did."""
-        best = best_trial(study)
-        if best is not None and value <= best.value:
+    def kept(self, study: optuna.Study, extra: tuple[optuna.trial.FrozenTrial, ...] = ()) -> list:
+        """The complete trials (and ``extra``, a trial about to complete) whose models are kept, best first."""
+        complete = [*study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), *extra]
+        ranked = sorted(complete, key=lambda t: (-t.value, t.datetime_complete or datetime.max, t.number))
+        if self.keep == 1:
+            return ranked[:1]
+        families = {}
+        for trial in ranked:
+            families.setdefault(family_of(trial), trial)
+        return [t for i, t in enumerate(ranked) if i < self.keep or families[family_of(t)] is t]
+
+    def offer(self, trial: optuna.Trial, value: float, model: keras.Model) -> bool:
+        """Save ``model`` if ``trial``, complete with ``value``, would be kept; return whether it was."""
+        candidate = optuna.trial.create_trial(value=value, params=trial.params, distributions=trial.distributions,
+                                              user_attrs=trial.user_attrs)
+        candidate.number = trial.number
+        if not any(t is candidate for t in self.kept(trial.study, (candidate,))):
             return False
-        write_atomic(self.path(trial_number), model.save)
+        write_atomic(self.path(trial.number), model.save)
         return True
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        """Study callback: once ``trial`` is the recorded best, drop every other checkpoint."""
-        if trial.state != optuna.trial.TrialState.COMPLETE or best_trial(study).number != trial.number:
+        """Study callback: once ``trial`` is recorded complete, drop the checkpoints no longer kept."""
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            return
+        kept = {t.number for t in self.kept(study)}
+        if trial.number not in kept:
             return
         for other in study.get_trials(deepcopy=False):
-            if other.number != trial.number and other.state.is_finished():
+            if other.number not in kept and other.state.is_finished():
                 self.path(other.number).unlink(missing_ok=True)
 
     def best(self, study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:

@@ -17,6 +17,7 @@ import optuna
 
 from search.results.checkpoints import BestCheckpoint
 from search.datasets import Dataset
+from search.records import ENSEMBLE_OF_ATTR, ENSEMBLE_WEIGHTS_ATTR, family_of
 from search.results.mlflow_runs import Tracker, best_step
 from spaces import load_model
 from storage.files import locked, remove_leftovers, scratch_folder, write_atomic
@@ -30,7 +31,7 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
     """Copy the best trial's model to ``out_dir/model.keras`` and register it.
 
     Also writes ``model.json`` (trial, value, params, class names, input shape, study
-    settings), so the file can be used without the study. The registered model is named
+    settings; for an ensemble, its members), so the file can be used without the study. The registered model is named
     after the study; each export is a new version, logged into the trial's own run (at its
     best epoch's step, so the version shows that epoch's metrics and the trial's params)
     and described with the trial's number and value; that run also gets the trial's
@@ -52,6 +53,13 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
             "settings": settings, "class_names": data.class_names, "input_shape": list(data.image_shape),
             "input_dtype": "uint8",
         }
+        if ENSEMBLE_OF_ATTR in best.user_attrs:  # the end-of-budget step's ensemble: what it is made of
+            members = {t.number: t for t in study.get_trials(deepcopy=False)}
+            info["model"] = "ensemble: the weighted mean of its members' class probabilities"
+            info["ensemble_of"] = [{"trial": n, "weight": w, "family": family_of(members[n]),
+                                    "val_accuracy": members[n].value, "params": members[n].params}
+                                   for n, w in zip(best.user_attrs[ENSEMBLE_OF_ATTR],
+                                                   best.user_attrs[ENSEMBLE_WEIGHTS_ATTR])]
         write_atomic(out_dir / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
         model = load_model(target, compile=False)
         sample = np.asarray(data.x_test[:2])

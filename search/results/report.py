@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from search.results.checkpoints import best_of as best_trial_of, best_trial  # noqa: E402
-from search.records import OBJECTIVE, PARENT_RUN_ATTR, RUN_ID_ATTR, SETTINGS_ATTR  # noqa: E402
+from search.records import OBJECTIVE, PARENT_RUN_ATTR, RUN_ID_ATTR, SETTINGS_ATTR, family_of  # noqa: E402
 
 TOP_TRIALS = 3  # learning curves of this many best trials per study
 WORST_CLASSES = 5
@@ -85,8 +85,8 @@ def _families(trials: list[optuna.trial.FrozenTrial]) -> list[dict]:
     trial, the finished trials and the seconds they took."""
     by_family: dict[str, list] = {}
     for trial in trials:
-        if trial.state.is_finished() and "family" in trial.params:
-            by_family.setdefault(trial.params["family"], []).append(trial)
+        if trial.state.is_finished() and family_of(trial):
+            by_family.setdefault(family_of(trial), []).append(trial)
     rows = []
     for family, members in by_family.items():
         best = best_trial_of(members)

@@ -36,10 +36,23 @@ class Budget:
     def __init__(self, seconds: float | None, epochs: int, clock=time.monotonic):
         self.clock, self.seconds, self.epochs = clock, seconds, epochs
         self.deadline = None if seconds is None else clock() + seconds
+        self.reserve = 0.0  # the last seconds, kept for the end-of-budget step (``keep_for_ending``)
         self.ended = False  # set once it stopped the search
+
+    def keep_for_ending(self, seconds: float) -> None:
+        """Trials must end ``seconds`` before the deadline: the search's last step takes them."""
+        self.reserve = seconds
+
+    @property
+    def training_deadline(self) -> float | None:
+        """The deadline for trials: the budget's, less what is kept for the last step."""
+        return None if self.deadline is None else self.deadline - self.reserve
 
     def left(self) -> float | None:
         return None if self.deadline is None else self.deadline - self.clock()
+
+    def training_left(self) -> float | None:
+        return None if self.deadline is None else self.training_deadline - self.clock()
 
     @property
     def expired(self) -> bool:
@@ -53,7 +66,7 @@ class Budget:
         return min(seconds) * EPOCH_MARGIN * math.ceil(MIN_EPOCH_SHARE * self.epochs)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        left, least = self.left(), self.least_trial_seconds(study)
+        left, least = self.training_left(), self.least_trial_seconds(study)
         if left is not None and (left <= 0 or (least is not None and left < least)):
             self.ended = True
             study.stop()

@@ -11,7 +11,7 @@ import optuna
 from search.datasets import Dataset
 from search.results.checkpoints import BestCheckpoint
 from search.results.mlflow_runs import Tracker, TrackingLost
-from search.trials import signals
+from search.trials import ensemble, signals
 from search.trials.budget import Budget
 from search.trials.objective import Objective
 from search.trials.process_restart import TrialBudget
@@ -55,12 +55,17 @@ class Search:
                  trials_per_process: int = 0):
         self.study, self.tracker, self.checkpoint, self.target = study, tracker, checkpoint, target
         self.budget = budget or Budget(None, epochs)
+        self.ends_with_ensemble = space.ends_with_ensemble and self.budget.seconds is not None
+        if self.ends_with_ensemble:
+            self.budget.keep_for_ending(ensemble.reserve_seconds(self.budget.seconds))
+            checkpoint.keep_for_ensemble(ensemble.MEMBERS)
         self.storage = storage  # the study's (open_storage's), which Optuna wraps in a cache
         storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client, target=target)
         self.progress = Progress(target, budget=self.budget)
         self.trial_count = TrialBudget(trials_per_process)
         self.objective = Objective(space, data, epochs, tracker, checkpoint, fixed=fixed, seed=seed,
-                                   max_epoch_seconds=max_epoch_seconds, target=target, deadline=self.budget.deadline)
+                                   max_epoch_seconds=max_epoch_seconds, target=target, deadline=self.budget.training_deadline,
+                                   final_deadline=self.budget.deadline)
         self.callbacks = [*([StopAtTarget(target)] if target is not None else []), self.budget,
                           checkpoint.after_trial, tracker.after_trial, self.progress, self.trial_count,
                           self._stop_if_tracking_lost, signals.after_trial]
@@ -73,7 +78,7 @@ class Search:
         return reached(self.study, self.target)
 
     def time_left(self) -> bool:
-        return not self.budget.ended and (self.budget.left() is None or self.budget.left() > 0)
+        return not self.budget.ended and (self.budget.training_left() is None or self.budget.training_left() > 0)
 
     def run(self) -> Stop:
         """Add trials; return why this process stopped. The last worker to stop ends the
@@ -81,7 +86,7 @@ class Search:
         self.tracker.reopen()
         try:
             while not self.reached() and self.time_left():
-                self.study.optimize(self.objective, timeout=self.budget.left(), catch=(Exception,),
+                self.study.optimize(self.objective, timeout=self.budget.training_left(), catch=(Exception,),
                                     callbacks=self.callbacks)
                 if self.tracker.lost:
                     raise self.tracker.lost
@@ -90,6 +95,10 @@ class Search:
                 while live_running(self.study) and self.time_left():
                     time.sleep(1)  # the other workers' trials may still fail
                     optuna.storages.fail_stale_trials(self.study)
+            if self.ends_with_ensemble and not (self.failing_because or self.reached() or self.time_left()):
+                self.end_with_ensemble()
+                if self.tracker.lost:
+                    raise self.tracker.lost
         except TrackingLost:
             raise
         except Exception:
@@ -107,6 +116,14 @@ class Search:
         if self.trial_count.exhausted and self.time_left():
             return Stop.RESTART
         return Stop.BUDGET
+
+    def end_with_ensemble(self) -> None:
+        """The end-of-budget step (search/trials/ensemble.py), by the last worker to stop, in the
+        seconds the budget kept for it."""
+        if live_running(self.study) or not self.budget.left() or self.budget.left() <= 0:
+            return
+        if ensemble.queue_ensemble_step(self.study):
+            self.study.optimize(self.objective, n_trials=1, catch=(Exception,), callbacks=self.callbacks)
 
     def _stop_if_tracking_lost(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Study callback: a lost tracking store ends the search (``run`` raises it), as a lost

@@ -16,10 +16,11 @@ from search.datasets import Dataset
 from search.trials.trial_target import claim
 from search.results.mlflow_runs import Tracker, TrackingLost, TrialRun
 from search.trials.budget import EpochPlan, complete_epoch_seconds
-from search.records import (DEADLINE_ATTR, EPOCH_SECONDS_ATTR, FAIL_REASON_ATTR, INTERRUPTED_ATTR,
-                            PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR)
+from search.records import (DEADLINE_ATTR, ENSEMBLE_STEP_ATTR, EPOCH_SECONDS_ATTR, FAIL_REASON_ATTR,
+                            INTERRUPTED_ATTR, PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR, STARTUP_SECONDS_ATTR)
 from search.trials.memory import check_memory
-from search.trials.training import EpochTimer, plan_epochs, train
+from search.trials.ensemble import build_ensemble
+from search.trials.training import EpochTimer, check_startup, plan_epochs, train
 from spaces import SearchSpace
 from storage.files import DiskFull, disk_full_message, is_disk_full
 
@@ -45,16 +46,19 @@ class Objective:
     With a ``deadline`` (``time.monotonic()`` seconds, from BUDGET) a trial cuts its epochs
     to end before it, is pruned when it cannot train a worthwhile share of them, and one
     still running at the deadline stops at its next epoch end, COMPLETE with the best value
-    it reached (user attr ``stopped_at_deadline``: the epoch it stopped after).
+    it reached (user attr ``stopped_at_deadline``: the epoch it stopped after). The
+    end-of-budget step's trial (``ENSEMBLE_STEP_ATTR``, search/trials/ensemble.py) builds an
+    ensemble of kept models instead, by ``final_deadline`` (the budget's end; default ``deadline``).
     """
 
     def __init__(self, space: SearchSpace, data: Dataset, epochs: int, tracker: Tracker,
                  checkpoint: BestCheckpoint, fixed: dict, seed: int | None = None,
                  max_epoch_seconds: float | None = None, target: int | None = None,
-                 deadline: float | None = None):
+                 deadline: float | None = None, final_deadline: float | None = None):
         self.space, self.data, self.epochs = space, data, epochs
         self.tracker, self.checkpoint, self.fixed, self.seed = tracker, checkpoint, fixed, seed
         self.max_epoch_seconds, self.target, self.deadline = max_epoch_seconds, target, deadline
+        self.final_deadline = deadline if final_deadline is None else final_deadline
         space.prepare(data)
         # What is alive now (TensorFlow, Keras, MLflow, the dataset) lives as long as the
         # process: moved out of the collector's view, each trial's gc.collect() only walks
@@ -63,9 +67,24 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         with signals.deferred():  # a signal stops the trial between batches, not inside TensorFlow
-            return self._run(trial)
+            return self._run(trial, self._ensemble if trial.user_attrs.get(ENSEMBLE_STEP_ATTR) else self._train)
 
-    def _run(self, trial: optuna.Trial) -> float:
+    def _train(self, trial: optuna.Trial, run: TrialRun, plan: EpochPlan, timer: EpochTimer):
+        """Build the trial's model from its space and train it: (value, model)."""
+        candidate = self.space.build(trial, self.data.image_shape, self.data.num_classes)
+        split = plan_epochs(candidate.phases, self.epochs)
+        epochs = ({f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, split)}
+                  if len(split) > 1 else {})
+        run.log_params(trial.params, derived={**candidate.details, **epochs})
+        check_memory(candidate)
+        check_startup(trial, timer, self.deadline)
+        return train(self.space, candidate, plan, self.data, trial, run, timer)
+
+    def _ensemble(self, trial: optuna.Trial, run: TrialRun, plan: EpochPlan, timer: EpochTimer):
+        """The end-of-budget step (search/trials/ensemble.py): (value, model)."""
+        return build_ensemble(trial, self.checkpoint, self.data, run, self.final_deadline)
+
+    def _run(self, trial: optuna.Trial, work) -> float:
         claim(trial, self.target)
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + trial.number)
@@ -80,17 +99,11 @@ class Objective:
         try:  # from here on the run ends in the state the trial ends in, whatever raises
             timer = EpochTimer(*self.epoch_limit(trial.study), plan=plan)
             signals.raise_pending()  # one that came while the trial started
-            candidate = self.space.build(trial, self.data.image_shape, self.data.num_classes)
-            split = plan_epochs(candidate.phases, self.epochs)
-            epochs = ({f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, split)}
-                      if len(split) > 1 else {})
-            run.log_params(trial.params, derived={**candidate.details, **epochs})
-            check_memory(candidate)
-            value, model = train(self.space, candidate, plan, self.data, trial, run, timer)
+            value, model = work(trial, run, plan, timer)
             if plan.stopped_at_deadline is not None:
                 trial.set_user_attr(DEADLINE_ATTR, plan.stopped_at_deadline)
                 run.set_tag(DEADLINE_ATTR, str(plan.stopped_at_deadline))
-            self.checkpoint.offer(trial.study, trial.number, value, model)
+            self.checkpoint.offer(trial, value, model)
             signals.raise_pending()
         except optuna.TrialPruned as exc:
             reason = str(exc) or None
@@ -118,6 +131,8 @@ class Objective:
                 if timer is not None and timer.seconds is not None:
                     trial.set_user_attr(EPOCH_SECONDS_ATTR, timer.seconds)
                     run.log_metrics({EPOCH_SECONDS_ATTR: timer.seconds})
+                if timer is not None and timer.startup is not None:
+                    trial.set_user_attr(STARTUP_SECONDS_ATTR, timer.startup)
             # clear_session's own free_memory runs gc.collect() a second time; one is enough.
             keras.backend.clear_session(free_memory=False)
             gc.collect()

@@ -9,7 +9,7 @@ import optuna
 
 from search.results.checkpoints import best_trial
 from search.trials.trial_target import finished_count
-from search.records import FAIL_REASON_ATTR, PRUNE_REASON_ATTR
+from search.records import FAIL_REASON_ATTR, PRUNE_REASON_ATTR, family_of
 from storage.files import DISK_FULL
 
 
@@ -32,13 +32,13 @@ class Progress:
         if trial.state == optuna.trial.TrialState.FAIL:
             value = trial.user_attrs.get(FAIL_REASON_ATTR, "")
         top = best_trial(study)
-        best = (f"best {top.value:.4f} (trial {top.number}{', ' + top.params['family'] if 'family' in top.params else ''})"
+        best = (f"best {top.value:.4f} (trial {top.number}{', ' + family_of(top) if family_of(top) else ''})"
                 if top else "no complete trial yet")
         elapsed = time.perf_counter() - self.started
         left = self.budget.left() if self.budget is not None else None
         clock = f"{elapsed:.0f}s" + (f", {max(0.0, left):.0f}s left" if left is not None else "")
         target = f"/{self.target}" if self.target is not None else ""
-        family = f" ({trial.params['family']})" if "family" in trial.params else ""  # SPACE=auto
+        family = f" ({family_of(trial)})" if family_of(trial) else ""  # SPACE=auto
         print(f"[trial {trial.number}]{family} {state:<8} {value}  | {best} | "
               f"{finished_count(study)}{target} done, {clock}",
               file=self.stream or sys.stdout, flush=True)  # stdout as it is now (tests replace it)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from optuna_integration import KerasPruningCallback
 from search.trials import signals
 from search.trials.budget import EpochPlan
 from search.datasets import Dataset
-from search.records import OBJECTIVE
+from search.records import OBJECTIVE, STARTUP_SECONDS_ATTR, family_of
 from search.results.mlflow_runs import TrialRun
 from spaces import Candidate, Phase, SearchSpace
 
@@ -100,7 +101,8 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
     batch on, so a model far too slow for the budget stops after a few batches instead of
     a full epoch (or after its first batch, when that alone takes longer than an epoch may).
     Optuna's pruners only act at epoch ends, which is why this is ours. ``seconds`` is the
-    slowest epoch's projection so far; ``why`` names the limit.
+    slowest epoch's projection so far; ``why`` names the limit; ``startup`` the seconds from the
+    timer's creation (the trial's start) to the end of the first batch.
     """
 
     def __init__(self, max_seconds: float | None = None, why: str = "", min_batches: int = 3,
@@ -108,6 +110,7 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
         super().__init__()
         self.max_seconds, self.why, self.min_batches, self.plan = max_seconds, why, min_batches, plan
         self.seconds: float | None = None
+        self.created, self.startup = time.perf_counter(), None
         self._began = self._since = 0.0
         self._epoch = self._first = 0
 
@@ -130,6 +133,8 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
         now = time.perf_counter()
         if batch == 0:
             self._since = now
+            if self.startup is None:
+                self.startup = now - self.created
             self._check(now - self._began, f"its first batch alone took {now - self._began:.0f} s")
             return
         steps = (self.params or {}).get("steps")
@@ -146,6 +151,24 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
     def _check(self, seconds: float, what: str) -> None:
         if self.max_seconds is not None and seconds > self.max_seconds:
             raise optuna.TrialPruned(f"too slow: {what}, over {self.max_seconds:.0f} s per epoch ({self.why})")
+
+
+def check_startup(trial: optuna.Trial, timer: EpochTimer, deadline: float | None) -> None:
+    """Prune a trial, before it trains, that would not end its first batch by ``deadline``
+    (``time.monotonic()``) if it starts up (builds, traces) as slowly as the median of the
+    finished trials of its family: an AutoKeras model can take a minute to its first batch."""
+    if deadline is None:
+        return
+    family = family_of(trial)
+    seen = [t.user_attrs[STARTUP_SECONDS_ATTR] for t in trial.study.get_trials(deepcopy=False)
+            if t.state.is_finished() and STARTUP_SECONDS_ATTR in t.user_attrs and family_of(t) == family]
+    if not seen:
+        return
+    needed = statistics.median(seen) - (time.perf_counter() - timer.created)
+    left = deadline - time.monotonic()
+    if needed > left:
+        raise optuna.TrialPruned(f"cannot finish: trials like it took {statistics.median(seen):.0f} s to their "
+                                 f"first batch, {max(0.0, left):.0f} s of the budget left")
 
 
 class StopAtChance(NotCopied, keras.callbacks.Callback):
