@@ -82,6 +82,7 @@ class AutoSpace(SearchSpace):
     pretrained: str
     location_options = ("weights_dir",)
     ends_with_ensemble = True
+    family_param = "family"
 
     def __post_init__(self):
         self.cnn = CNNSpace(max_blocks=self.max_blocks)
@@ -134,7 +135,7 @@ class AutoSpace(SearchSpace):
         return portfolio
 
     def build(self, trial, image_shape, num_classes) -> Candidate:
-        family = trial.suggest_categorical("family", self.choice)
+        family = trial.suggest_categorical(self.family_param, self.choice)
         return self.space(family).build(FamilyTrial(trial, family), image_shape, num_classes)
 
     def fit(self, trial, candidate, **fit_kwargs):

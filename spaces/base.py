@@ -72,6 +72,9 @@ class SearchSpace(abc.ABC):
     #: Whether a search with a BUDGET ends with an ensemble of its best models, when that beats
     #: the best single one (search/trials/ensemble.py).
     ends_with_ensemble: ClassVar[bool] = False
+    #: The categorical parameter that picks a family of models, when the space has one: the
+    #: study chooses it from what each family has shown (search/trials/families.py).
+    family_param: ClassVar[str | None] = None
 
     @abc.abstractmethod
     def build(self, trial: optuna.Trial, image_shape: tuple[int, int, int], num_classes: int) -> Candidate:

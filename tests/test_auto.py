@@ -275,3 +275,34 @@ def test_a_trial_whose_family_starts_up_slower_than_the_time_left_is_pruned_befo
         else:
             check_startup(trial, EpochTimer(), deadline)  # no cnn trial has shown its start-up yet
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def test_the_family_is_chosen_from_what_each_family_has_shown():
+    from search.trials.families import EXPLOIT, choose_family
+
+    choices = ["cnn", "transfer", "autokeras"]
+    shown = {"transfer": {"trials": 3, "epochs": 30, "best": 0.8}, "cnn": {"trials": 2, "epochs": 12, "best": 0.6}}
+    assert choose_family(shown, choices, draw=0.0, pick=0) == "autokeras"  # never tried: tried first
+    shown["autokeras"] = {"trials": 1, "epochs": 0, "best": None}  # too slow to finish an epoch here
+    assert choose_family(shown, choices, draw=0.0, pick=0) == "transfer"  # the leader gets most trials
+    assert choose_family(shown, choices, draw=EXPLOIT, pick=0) == "cnn"
+    assert choose_family(shown, choices, draw=EXPLOIT, pick=1) == "cnn"  # autokeras is out
+    nothing = {f: {"trials": 1, "epochs": 0, "best": None} for f in choices}
+    assert choose_family(nothing, choices, draw=0.99, pick=1) in choices  # none trained: all stay in
+
+
+def test_an_auto_study_chooses_families_with_the_family_sampler_and_keeps_the_portfolio(tmp_path):
+    from search.trials.families import FamilySampler
+    from storage.optuna_storage import open_storage
+    from search.trials.study import open_study
+
+    settings = {"dataset": "digits", "space": "auto", "sampler": "tpe", "pruner": "hyperband", "epochs": 3, "seed": 0}
+    study = open_study(open_storage(default_storage_url(tmp_path / "optuna.db")), "s", settings, exists=False)
+    assert isinstance(study.sampler, FamilySampler)
+    distribution = optuna.distributions.CategoricalDistribution(["cnn", "transfer", "autokeras"])
+    study.enqueue_trial({"family": "cnn"})
+    trial = study.ask({"family": distribution})
+    assert trial.params["family"] == "cnn"  # queued by the portfolio: kept
+    study.tell(trial, 0.5)
+    trial = study.ask({"family": distribution, "cnn/x": optuna.distributions.FloatDistribution(0, 1)})
+    assert trial.params["family"] == "transfer"  # the first family not tried yet

@@ -10,6 +10,7 @@ import optuna
 from storage.errors import UserError
 from search.records import OBJECTIVE, SETTINGS_ATTR, SPACE_OPTIONS
 from search.settings import STUDY_KEYS, default, space_defaults
+from search.trials.families import FamilySampler
 from spaces import space_class
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ def get_space(name: str, **options) -> SearchSpace:
 def open_study(storage: optuna.storages.BaseStorage, study_name: str, settings: dict, exists: bool) -> optuna.Study:
     """Create (recording ``settings``) or load the study, with its sampler and pruner.
 
+    A space with a ``family_param`` (SPACE=auto) has its family chosen by ``FamilySampler``.
     With a SEED, the sampler of a resuming process is seeded with SEED + the number of
     trials so far: still reproducible, but it does not replay the random draws (and so
     the parameters) of the trials the study already has.
@@ -135,6 +137,9 @@ def open_study(storage: optuna.storages.BaseStorage, study_name: str, settings: 
     if seed is not None and exists:
         seed += storage.get_n_trials(storage.get_study_id_from_name(study_name))
     sampler = make_sampler(settings["sampler"], seed)
+    family_param = space_class(settings["space"]).family_param
+    if family_param:  # SPACE=auto: the family is chosen from what each family has shown
+        sampler = FamilySampler(sampler, family_param, seed)
     pruner = make_pruner(settings["pruner"], settings["epochs"])
     study = optuna.create_study(
         study_name=study_name, storage=storage, sampler=sampler, pruner=pruner,
