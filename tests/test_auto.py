@@ -278,17 +278,20 @@ def test_a_trial_whose_family_starts_up_slower_than_the_time_left_is_pruned_befo
 
 
 def test_the_family_is_chosen_from_what_each_family_has_shown():
-    from search.trials.families import EXPLOIT, choose_family
+    from search.trials.families import choose_family
 
     choices = ["cnn", "transfer", "autokeras"]
-    shown = {"transfer": {"trials": 3, "epochs": 30, "best": 0.8}, "cnn": {"trials": 2, "epochs": 12, "best": 0.6}}
-    assert choose_family(shown, choices, draw=0.0, pick=0) == "autokeras"  # never tried: tried first
-    shown["autokeras"] = {"trials": 1, "epochs": 0, "best": None}  # too slow to finish an epoch here
-    assert choose_family(shown, choices, draw=0.0, pick=0) == "transfer"  # the leader gets most trials
-    assert choose_family(shown, choices, draw=EXPLOIT, pick=0) == "cnn"
-    assert choose_family(shown, choices, draw=EXPLOIT, pick=1) == "cnn"  # autokeras is out
-    nothing = {f: {"trials": 1, "epochs": 0, "best": None} for f in choices}
-    assert choose_family(nothing, choices, draw=0.99, pick=1) in choices  # none trained: all stay in
+    shown = {"transfer": {"trials": 3, "epochs": 30, "seconds": 30.0, "best": 0.8},
+             "cnn": {"trials": 2, "epochs": 12, "seconds": 80.0, "best": 0.6}}
+    assert choose_family(shown, choices, pick=0) == "autokeras"  # never tried: tried first
+    shown["autokeras"] = {"trials": 1, "epochs": 0, "seconds": 60.0, "best": None}  # too slow to finish an epoch
+    assert choose_family(shown, choices, pick=1) == "transfer"  # the leader, until it has 3/4 of the seconds
+    shown["transfer"]["seconds"] = 240.0
+    assert choose_family(shown, choices, pick=0) == "transfer"  # cnn took a quarter: still the leader's
+    shown["transfer"]["seconds"] = 250.0
+    assert choose_family(shown, choices, pick=1) == "cnn"  # now another's turn; autokeras is out
+    nothing = {f: {"trials": 1, "epochs": 0, "seconds": 1.0, "best": None} for f in choices}
+    assert choose_family(nothing, choices, pick=1) in choices  # none trained: all stay in
 
 
 def test_an_auto_study_chooses_families_with_the_family_sampler_and_keeps_the_portfolio(tmp_path):

@@ -13,34 +13,36 @@ from __future__ import annotations
 
 import optuna
 
-EXPLOIT = 0.75  # the share of trials given to the family with the best validation accuracy so far
+EXPLOIT = 0.75  # the share of the seconds given to the family with the best validation accuracy so far
 
 
 def family_progress(study: optuna.Study, param: str) -> dict[str, dict]:
-    """Per family (the ``param`` value) of the study's finished trials: trials, epochs reported and
-    the best validation accuracy reached (a pruned trial's best epoch counts)."""
+    """Per family (the ``param`` value) of the study's finished trials: trials, epochs reported, the
+    seconds they took and the best validation accuracy reached (a pruned trial's best epoch counts)."""
     progress: dict[str, dict] = {}
     for trial in study.get_trials(deepcopy=False):
         if not trial.state.is_finished() or param not in trial.params:
             continue
-        entry = progress.setdefault(trial.params[param], {"trials": 0, "epochs": 0, "best": None})
+        entry = progress.setdefault(trial.params[param], {"trials": 0, "epochs": 0, "seconds": 0.0, "best": None})
         values = list(trial.intermediate_values.values()) + ([trial.value] if trial.value is not None else [])
         entry["trials"] += 1
         entry["epochs"] += len(trial.intermediate_values)
+        if trial.datetime_start and trial.datetime_complete:
+            entry["seconds"] += (trial.datetime_complete - trial.datetime_start).total_seconds()
         if values:
             entry["best"] = max(values + ([entry["best"]] if entry["best"] is not None else []))
     return progress
 
 
-def choose_family(progress: dict[str, dict], choices: list[str], draw: float, pick: int) -> str:
-    """The next trial's family, from ``progress`` (``family_progress``), ``draw`` (uniform in [0, 1))
-    and ``pick`` (any integer, for a choice among the others):
+def choose_family(progress: dict[str, dict], choices: list[str], pick: int) -> str:
+    """The next trial's family, from ``progress`` (``family_progress``) and ``pick`` (any integer,
+    for a choice among the others):
 
     - a family never tried is tried first (in the order of ``choices``);
-    - a family none of whose trials finished an epoch, while another has, is out: its models
+    - a family none of whose trials finished an epoch, while another's did, is out: its models
       cannot train here in the time the others take (too slow, or failing);
     - of the rest, the family with the best validation accuracy so far gets EXPLOIT of the
-      trials; the others share what is left, uniformly.
+      seconds: another family's turn comes when the others together took less than the rest.
     """
     untried = [f for f in choices if f not in progress]
     if untried:
@@ -49,7 +51,8 @@ def choose_family(progress: dict[str, dict], choices: list[str], draw: float, pi
     alive = trained or list(choices)
     leader = max(alive, key=lambda f: (progress[f]["best"] or 0.0, -choices.index(f)))
     others = [f for f in alive if f != leader]
-    if not others or draw < EXPLOIT:
+    total = sum(progress[f]["seconds"] for f in alive)
+    if not others or sum(progress[f]["seconds"] for f in others) >= (1 - EXPLOIT) * total:
         return leader
     return others[pick % len(others)]
 
@@ -75,7 +78,7 @@ class FamilySampler(optuna.samplers.BaseSampler):
         if param_name != self.param:
             return self.base.sample_independent(study, trial, param_name, param_distribution)
         return choose_family(family_progress(study, self.param), list(param_distribution.choices),
-                             float(self._rng.random_sample()), int(self._rng.randint(1 << 30)))
+                             int(self._rng.randint(1 << 30)))
 
     def before_trial(self, study, trial):
         self.base.before_trial(study, trial)
