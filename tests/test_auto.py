@@ -299,13 +299,21 @@ def test_an_auto_study_chooses_families_with_the_family_sampler_and_keeps_the_po
     from storage.optuna_storage import open_storage
     from search.trials.study import open_study
 
-    settings = {"dataset": "digits", "space": "auto", "sampler": "tpe", "pruner": "hyperband", "epochs": 3, "seed": 0}
+    settings = {"dataset": "digits", "space": "auto", "sampler": "tpe", "pruner": "hyperband", "epochs": 15, "seed": 0}
     study = open_study(open_storage(default_storage_url(tmp_path / "optuna.db")), "s", settings, exists=False)
     assert isinstance(study.sampler, FamilySampler)
-    distribution = optuna.distributions.CategoricalDistribution(["cnn", "transfer", "autokeras"])
+    distribution = optuna.distributions.CategoricalDistribution(["autokeras", "transfer", "cnn"])
     study.enqueue_trial({"family": "cnn"})
     trial = study.ask({"family": distribution})
     assert trial.params["family"] == "cnn"  # queued by the portfolio: kept
+    trial.report(0.5, 0)
+    trial.should_prune()  # Hyperband sets up its brackets on its first call
     study.tell(trial, 0.5)
-    trial = study.ask({"family": distribution, "cnn/x": optuna.distributions.FloatDistribution(0, 1)})
-    assert trial.params["family"] == "transfer"  # the first family not tried yet
+    for family in ("autokeras", "transfer"):  # never tried: tried first, in order; both fail at once
+        trial = study.ask({"family": distribution, f"{family}/x": optuna.distributions.FloatDistribution(0, 1)})
+        assert trial.params["family"] == family
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    # Hyperband shows a sampler only the trials of a trial's bracket (two brackets at 15 epochs);
+    # the family is chosen from the whole study, where cnn is the only family that trained.
+    chosen = [study.ask({"family": distribution}) for _ in range(10)]
+    assert [t.params["family"] for t in chosen] == ["cnn"] * 10

@@ -41,7 +41,9 @@ class Search:
     ``max_epoch_seconds`` as ``Objective`` takes them) and the study callbacks: the target,
     the budget, the checkpoint, the best-run tag, the progress lines, the process's trial
     count and the signals. It also makes the storage queue again, while the target still
-    needs it, a trial whose worker died (no heartbeat).
+    needs it, a trial whose worker died (no heartbeat). With a budget, a space that
+    ``ends_with_ensemble`` (SPACE=auto) keeps the budget's last seconds and its best models for
+    the end-of-budget step (search/trials/ensemble.py), which the last worker to stop runs.
 
     Other workers' running trials count towards the target, and a trial started when the
     target was already taken is not needed (search/trials/trial_target.py), so the workers
@@ -64,8 +66,8 @@ class Search:
         self.progress = Progress(target, budget=self.budget)
         self.trial_count = TrialBudget(trials_per_process)
         self.objective = Objective(space, data, epochs, tracker, checkpoint, fixed=fixed, seed=seed,
-                                   max_epoch_seconds=max_epoch_seconds, target=target, deadline=self.budget.training_deadline,
-                                   final_deadline=self.budget.deadline)
+                                   max_epoch_seconds=max_epoch_seconds, target=target,
+                                   deadline=self.budget.training_deadline, final_deadline=self.budget.deadline)
         self.callbacks = [*([StopAtTarget(target)] if target is not None else []), self.budget,
                           checkpoint.after_trial, tracker.after_trial, self.progress, self.trial_count,
                           self._stop_if_tracking_lost, signals.after_trial]

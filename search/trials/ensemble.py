@@ -31,6 +31,7 @@ MEMBERS = 4  # the best this many complete trials (and each family's best) may b
 RESERVE_SHARE = 0.03  # of the budget, kept for the step: 18 s of 600
 RESERVE_LIMITS = (10.0, 60.0)  # seconds, the least and the most kept
 PREDICT_BATCH = 256
+MARGIN = 3.0  # seconds: the step ends this long before the budget's deadline
 ROUNDS = 20  # of greedy selection: a member's weight is a multiple of 1/21 at the finest
 
 
@@ -61,16 +62,22 @@ def build_ensemble(trial: optuna.Trial, checkpoint: BestCheckpoint, data: Datase
     study = trial.study
     candidates = [t for t in checkpoint.kept(study)
                   if family_of(t) != "ensemble" and checkpoint.path(t.number).is_file()]
-    models, probabilities = {}, {}
+    models, probabilities, costs = {}, {}, []
     y_val = np.asarray(data.y_val)
+    began = time.monotonic()
     for member in candidates:
-        if deadline is not None and time.monotonic() >= deadline and len(models) >= 2:
+        # Another member costs about what the slowest so far did (loading, predicting), and saving
+        # the ensemble about as much again: stop while that still ends MARGIN before the deadline.
+        if deadline is not None and time.monotonic() + 2 * max(costs, default=0.0) > deadline - MARGIN:
             break
+        started = time.monotonic()
         model = load_model(checkpoint.path(member.number), compile=False)
         probabilities[member.number] = model.predict(np.asarray(data.x_val), batch_size=PREDICT_BATCH, verbose=0)
         models[member.number] = model
+        costs.append(time.monotonic() - started)
     if len(models) < 2:
-        raise optuna.TrialPruned("ensemble: fewer than two kept models to combine")
+        raise optuna.TrialPruned(f"ensemble: fewer than two of the {len(candidates)} kept models could be "
+                                 f"combined in the time left ({time.monotonic() - began:.0f} s)")
     best_single = max(candidates[:len(models)], key=lambda t: t.value)
     counts = select_members(probabilities, y_val, best_single.number)
     chosen = [n for n in models if counts.get(n)]

@@ -77,7 +77,11 @@ class FamilySampler(optuna.samplers.BaseSampler):
     def sample_independent(self, study, trial, param_name, param_distribution):
         if param_name != self.param:
             return self.base.sample_independent(study, trial, param_name, param_distribution)
-        return choose_family(family_progress(study, self.param), list(param_distribution.choices),
+        # ``study`` here is what the pruner lets samplers see: with Hyperband, only the trials of
+        # this trial's bracket (Optuna's private ``_BracketStudy``, which keeps the whole study
+        # as ``_study``). The family is chosen from the whole study.
+        whole = getattr(study, "_study", study)
+        return choose_family(family_progress(whole, self.param), list(param_distribution.choices),
                              int(self._rng.randint(1 << 30)))
 
     def before_trial(self, study, trial):
