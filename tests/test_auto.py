@@ -317,3 +317,18 @@ def test_an_auto_study_chooses_families_with_the_family_sampler_and_keeps_the_po
     # the family is chosen from the whole study, where cnn is the only family that trained.
     chosen = [study.ask({"family": distribution}) for _ in range(10)]
     assert [t.params["family"] for t in chosen] == ["cnn"] * 10
+
+def test_a_trial_of_a_family_that_does_not_lead_trains_on_a_quarter_of_the_time_left():
+    from search.trials.families import share_deadline
+
+    distribution = optuna.distributions.CategoricalDistribution(["cnn", "transfer", "autokeras"])
+    study = optuna.create_study(direction="maximize")
+    for family, value in (("cnn", 0.6), ("transfer", 0.8)):
+        study.add_trial(optuna.trial.create_trial(value=value, params={"family": family},
+                                                  distributions={"family": distribution},
+                                                  intermediate_values={0: value}))
+    for family, deadline in (("autokeras", 100.0 + 0.25 * 400), ("cnn", 100.0 + 0.25 * 400), ("transfer", None)):
+        study.enqueue_trial({"family": family})
+        trial = study.ask({"family": distribution})
+        assert share_deadline(trial, "family", deadline=500.0, now=100.0) == deadline
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)

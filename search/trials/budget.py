@@ -80,6 +80,7 @@ class EpochPlan:
     total: int
     deadline: float | None = None
     clock: object = field(default=time.monotonic, repr=False)
+    limit: str = "the budget"  # what the deadline is, as the "cannot finish" reason says it
     stopped_at_deadline: int | None = None
 
     def fit_to(self, epoch: int, epoch_began: float, seconds_per_epoch: float) -> str | None:
@@ -94,7 +95,7 @@ class EpochPlan:
             return None
         if epoch == 0 and affordable < max(1, math.ceil(MIN_EPOCH_SHARE * self.total)):
             left = max(0.0, self.deadline - self.clock())
-            return (f"cannot finish: about {seconds_per_epoch:.0f} s per epoch, {left:.0f} s of the budget left "
+            return (f"cannot finish: about {seconds_per_epoch:.0f} s per epoch, {left:.0f} s of {self.limit} left "
                     f"for {self.total} epochs")
         self.total = max(epoch + 1, affordable)
         return None

@@ -49,12 +49,35 @@ def choose_family(progress: dict[str, dict], choices: list[str], pick: int) -> s
         return untried[0]
     trained = [f for f in choices if progress[f]["epochs"]]
     alive = trained or list(choices)
-    leader = max(alive, key=lambda f: (progress[f]["best"] or 0.0, -choices.index(f)))
+    leader = leading(progress, choices) or alive[0]
     others = [f for f in alive if f != leader]
     total = sum(progress[f]["seconds"] for f in alive)
     if not others or sum(progress[f]["seconds"] for f in others) >= (1 - EXPLOIT) * total:
         return leader
     return others[pick % len(others)]
+
+
+def leading(progress: dict[str, dict], choices: list[str]) -> str | None:
+    """The family with the best validation accuracy so far among those that trained (the first of
+    ``choices`` on a tie); None when none has finished an epoch yet."""
+    trained = [f for f in choices if f in progress and progress[f]["epochs"]]
+    if not trained:
+        return None
+    return max(trained, key=lambda f: (progress[f]["best"] or 0.0, -choices.index(f)))
+
+
+def share_deadline(trial: optuna.Trial, param: str, deadline: float | None, now: float) -> float | None:
+    """The deadline of ``trial`` (``time.monotonic()`` seconds) when its family does not lead: it
+    may train for 1 - EXPLOIT of the time left, so that one slow trial of another family (an
+    AutoKeras model at 25 s an epoch) cannot take the rest of the budget from the leader.
+    None when its family leads, or none does yet."""
+    if deadline is None or param not in trial.params:
+        return None
+    choices = list(trial.distributions[param].choices)
+    leader = leading(family_progress(trial.study, param), choices)
+    if leader is None or trial.params[param] == leader:
+        return None
+    return now + (1 - EXPLOIT) * max(0.0, deadline - now)
 
 
 class FamilySampler(optuna.samplers.BaseSampler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import statistics
+import time
 import traceback
 
 import keras
@@ -20,6 +21,7 @@ from search.records import (DEADLINE_ATTR, ENSEMBLE_STEP_ATTR, EPOCH_SECONDS_ATT
                             INTERRUPTED_ATTR, PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR, STARTUP_SECONDS_ATTR)
 from search.trials.memory import check_memory
 from search.trials.ensemble import build_ensemble
+from search.trials.families import share_deadline
 from search.trials.training import EpochTimer, check_startup, plan_epochs, train
 from spaces import SearchSpace
 from storage.files import DiskFull, disk_full_message, is_disk_full
@@ -72,6 +74,10 @@ class Objective:
     def _train(self, trial: optuna.Trial, run: TrialRun, plan: EpochPlan, timer: EpochTimer):
         """Build the trial's model from its space and train it: (value, model)."""
         candidate = self.space.build(trial, self.data.image_shape, self.data.num_classes)
+        if self.space.family_param:  # SPACE=auto: a family that does not lead trains on a share of the time
+            share = share_deadline(trial, self.space.family_param, plan.deadline, time.monotonic())
+            if share is not None:
+                plan.deadline, plan.limit = share, "the share of a family that does not lead"
         split = plan_epochs(candidate.phases, self.epochs)
         epochs = ({f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, split)}
                   if len(split) > 1 else {})
