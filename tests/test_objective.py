@@ -65,6 +65,25 @@ def test_the_epoch_timer_projects_an_epoch_from_its_batches_after_the_first(monk
     assert timer.seconds == 60
 
 
+def test_a_later_phases_first_epoch_that_would_end_past_the_deadline_stops_after_its_first_batches(monkeypatch):
+    import types
+
+    from search.trials import training
+    from search.trials.budget import EpochPlan
+
+    clock = iter([0.0, 0.0, 5.0, 6.0, 7.0, 8.0])  # created; epoch begins; a 5 s first batch; then 1 s a batch
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    plan = EpochPlan(4, deadline=130.0, clock=lambda: 100.0)  # 30 s left; this epoch would take 60
+    timer = training.EpochTimer(plan=plan)
+    timer.set_params({"steps": 60})
+    timer.set_model(types.SimpleNamespace(stop_training=False))
+    timer.on_train_begin()
+    timer.on_epoch_begin(2)  # the fine-tuning phase begins after two head epochs
+    for batch in range(4):
+        timer.on_train_batch_end(batch)
+    assert timer.model.stop_training and plan.stopped_at_deadline == 3
+
+
 def test_by_default_an_epoch_may_take_twenty_times_the_median_complete_trials(tmp_path, digits):
     search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
     study, tracker, objective = search.study, search.tracker, search.objective

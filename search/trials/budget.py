@@ -100,5 +100,9 @@ class EpochPlan:
         self.total = max(epoch + 1, affordable)
         return None
 
+    def ends_late(self, epoch_began: float, seconds_per_epoch: float) -> bool:
+        """Whether an epoch begun at ``epoch_began`` would end past the deadline."""
+        return self.deadline is not None and epoch_began + seconds_per_epoch * EPOCH_MARGIN > self.deadline
+
     def past_deadline(self) -> bool:
         return self.deadline is not None and self.clock() >= self.deadline

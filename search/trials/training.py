@@ -147,6 +147,12 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
                 reason = self.plan.fit_to(self._epoch, began, projected)
                 if reason:
                     raise optuna.TrialPruned(reason)
+                if self._epoch == self._first > 0 and self.plan.ends_late(began, projected):
+                    # A later phase's first epoch (fine-tuning on images: many times a head epoch
+                    # on kept features) that would end past the deadline: stop after this batch;
+                    # the trial keeps its best epoch so far (``train``).
+                    self.plan.stopped_at_deadline = self._epoch + 1
+                    self.model.stop_training = True
 
     def _check(self, seconds: float, what: str) -> None:
         if self.max_seconds is not None and seconds > self.max_seconds:
