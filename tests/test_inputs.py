@@ -164,11 +164,11 @@ def test_a_full_disk_during_the_search_stops_it_at_once_and_keeps_the_finished_t
 
     offer, offers = BestCheckpoint.offer, []
 
-    def offer_on_a_full_disk(self, study, number, value, model):
-        offers.append(number)
+    def offer_on_a_full_disk(self, trial, value, model):
+        offers.append(trial.number)
         if len(offers) == 2:  # the second trial's model meets a full disk
             fill(disk)
-        return offer(self, study, number, 2.0, model)  # always the best, so it is saved
+        return offer(self, trial, 2.0, model)  # always the best, so it is saved
 
     monkeypatch.setattr(BestCheckpoint, "offer", offer_on_a_full_disk)
     with small_disk(tmp_path / "disk") as disk:
@@ -184,7 +184,7 @@ def test_a_full_disk_during_the_search_stops_it_at_once_and_keeps_the_finished_t
         assert leftovers(disk) == [] and len(offers) == 2
         (disk / "filler").unlink()
         study = optuna.load_study(study_name="digits-mlp", storage=default_storage_url(disk / "runs" / "optuna.db"))
-        assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+        assert study.trials[0].state == optuna.trial.TrialState.COMPLETE, study.trials[0].user_attrs
         monkeypatch.setattr(BestCheckpoint, "offer", offer)
         assert main(args) == 0  # resumed once there is space
         study = optuna.load_study(study_name="digits-mlp", storage=default_storage_url(disk / "runs" / "optuna.db"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import optuna
@@ -68,9 +69,10 @@ class BestCheckpoint:
 
     def offer(self, trial: optuna.Trial, value: float, model: keras.Model) -> bool:
         """Save ``model`` if ``trial``, complete with ``value``, would be kept; return whether it was."""
-        candidate = optuna.trial.create_trial(value=value, params=trial.params, distributions=trial.distributions,
-                                              user_attrs=trial.user_attrs)
-        candidate.number = trial.number
+        # What ``kept`` reads of a trial; not ``optuna.trial.create_trial``, which refuses a
+        # portfolio's value outside the sampled range (Optuna only warns when a trial runs it).
+        candidate = SimpleNamespace(number=trial.number, value=value, datetime_complete=None,
+                                    params=trial.params, user_attrs=trial.user_attrs)
         if not any(t is candidate for t in self.kept(trial.study, (candidate,))):
             return False
         write_atomic(self.path(trial.number), model.save)
