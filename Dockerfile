@@ -9,7 +9,7 @@ WORKDIR /app
 # The dependencies first, in their own layer, from pyproject.toml alone (with empty stand-ins for
 # the files it names): a change to the code or the README does not reinstall them.
 COPY pyproject.toml Makefile ./
-RUN mkdir search spaces storage && touch README.md search/__init__.py spaces/__init__.py storage/__init__.py \
-    && make install
+RUN for package in search search/command_line search/datasets search/results search/trials spaces storage; \
+    do mkdir -p $package && touch $package/__init__.py; done && touch README.md && make install
 COPY . .
 ENV PATH=/app/.venv/bin:$PATH

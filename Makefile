@@ -3,10 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Every setting (search/settings.py declares them, with their defaults) reaches `python -m search`
+# Every setting (search/settings.py declares them, with their defaults) reaches `python -m imgsearch`
 # as an environment variable: make passes on the variables of its command line and environment.
 
-.PHONY: install search worker export evaluate report dashboard mlflow test bench clean
+.PHONY: install search worker export evaluate predict report dashboard mlflow test bench clean
 
 install: $(VENV)/.installed
 
@@ -17,25 +17,28 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 search: install
-	$(BIN)/python -m search search
+	$(BIN)/python -m imgsearch search
 
 worker: install
-	$(BIN)/python -m search worker
+	$(BIN)/python -m imgsearch worker
 
 export: install
-	$(BIN)/python -m search export
+	$(BIN)/python -m imgsearch export
 
 evaluate: install
-	$(BIN)/python -m search evaluate
+	$(BIN)/python -m imgsearch evaluate
+
+predict: install
+	$(BIN)/python -m imgsearch predict
 
 report: install
-	$(BIN)/python -m search report
+	$(BIN)/python -m imgsearch report
 
 dashboard: install
-	$(BIN)/python -m search dashboard
+	$(BIN)/python -m imgsearch dashboard
 
 mlflow: install
-	$(BIN)/python -m search mlflow
+	$(BIN)/python -m imgsearch mlflow
 
 # Two test processes, one a core (--dist loadgroup keeps an xdist_group on one of them).
 test: install
@@ -47,4 +50,4 @@ bench: install
 
 # Deletes RUNS_DIR only when it is a runs folder this project made, holding nothing else.
 clean: install
-	$(BIN)/python -m search clean
+	$(BIN)/python -m imgsearch clean

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 AUTOKERAS_ALONE = """
 import json, sys, numpy as np, autokeras as ak
-from search.datasets import DatasetSpec
+from imgsearch.datasets import DatasetSpec
 data_dir, project, image_size, trials, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 data = DatasetSpec("tinyimagenet", image_size=image_size).load(data_dir)
 classifier = ak.ImageClassifier(max_trials=trials, directory=project, overwrite=True, seed=0)
@@ -91,7 +91,7 @@ def main() -> None:
     env = {"DATASET": "tinyimagenet", "SPACE": "autokeras", "IMAGE_SIZE": str(args.image_size),
            "TRIALS": str(args.trials), "EPOCHS": str(args.epochs), "DATA_DIR": args.data_dir,
            "RUNS_DIR": str(runs_dir), "SEED": "0"}
-    seconds, stopped, out = run([sys.executable, "-m", "search"], env, args.cap, work / "ours.log")
+    seconds, stopped, out = run([sys.executable, "-m", "imgsearch"], env, args.cap, work / "ours.log")
     study = optuna.load_study(study_name="tinyimagenet-autokeras", storage=f"sqlite:///{runs_dir / 'optuna.db'}")
     states = [t.state.name for t in study.trials if t.state.is_finished()]
     complete = [t.value for t in study.trials if t.state.name == "COMPLETE"]

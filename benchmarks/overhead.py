@@ -24,15 +24,15 @@ import keras
 import optuna
 import psutil
 
-from search.datasets import DatasetSpec
-from search.results.checkpoints import BestCheckpoint
-from search.results.mlflow_runs import Tracker
-from search.trials.engine import Search
-from search.trials.study import get_space, open_study
-from storage.layout import RunsLayout
-from storage.mlflow_store import local_tracking_uri
-from storage.optuna_storage import open_storage
-from storage.urls import default_storage_url
+from imgsearch.datasets import DatasetSpec
+from imgsearch.results.checkpoints import BestCheckpoint
+from imgsearch.results.mlflow_runs import Tracker
+from imgsearch.trials.engine import Search
+from imgsearch.trials.study import get_space, open_study
+from imgsearch.storage.layout import RunsLayout
+from imgsearch.storage.mlflow_store import local_tracking_uri
+from imgsearch.storage.optuna_storage import open_storage
+from imgsearch.storage.urls import default_storage_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FIXED = {"layers": 1, "units": 64, "activation": "relu", "batch_norm": False, "dropout": 0.0, "optimizer": "adam",

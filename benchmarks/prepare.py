@@ -9,7 +9,7 @@
 
 Run: `make bench` (after overhead.py), or .venv/bin/python benchmarks/prepare.py [--full DIR].
 Its imports stay light on purpose: the decoders are spawned, and spawning re-imports this
-script (`python -m search` is not re-imported, so this measures what a search pays).
+script (`python -m imgsearch` is not re-imported, so this measures what a search pays).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from search.datasets import DatasetSpec
+from imgsearch.datasets import DatasetSpec
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tiny-imagenet-sample.zip"
 FULL_CLASSES, FULL_PER_CLASS, FULL_VAL = 200, 500, 10_000

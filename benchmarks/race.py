@@ -5,14 +5,14 @@ folder, or the zip or folder itself), at one image size, every system gets the s
 train / validation split as uint8 arrays and the same BUDGET seconds, one after the other
 in a fresh process each, on this machine:
 
-- ``ours``: ``python -m search`` with its defaults (SPACE=auto) and BUDGET, on the weights of
+- ``ours``: ``python -m imgsearch`` with its defaults (SPACE=auto) and BUDGET, on the weights of
   --weights-dir when given;
 - ``cnn``: the same with SPACE=cnn (networks from scratch only);
 - ``kerastuner``: KerasTuner's Hyperband on a plain CNN space (max_epochs 10);
 - ``autokeras``: AutoKeras 3.0's ImageClassifier with its default tuner and epochs;
 - ``random``: Optuna random sampling of that plain CNN space, 10 epochs a trial, no pruning;
 - ``fixed``: one plain 3-block CNN (batch norm, Adam), 10 epochs;
-- with --weights-dir, also ``finetune`` (``python -m search`` with SPACE=finetune on those weights)
+- with --weights-dir, also ``finetune`` (``python -m imgsearch`` with SPACE=finetune on those weights)
   and ``ours-no-weights`` (the default search without them, as on a machine with none).
 
 Every finished epoch's validation accuracy is logged with its time since the system's start
@@ -38,7 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = ("ours", "cnn", "kerastuner", "autokeras", "random", "fixed")
-OURS = ("ours", "cnn", "finetune", "ours-no-weights")  # python -m search: it stops itself, then exports
+OURS = ("ours", "cnn", "finetune", "ours-no-weights")  # python -m imgsearch: it stops itself, then exports
 MARKS = (60, 150, 300, 600)
 PLAIN_EPOCHS = 10  # the peers' epochs per trial, and the fixed CNN's
 
@@ -62,7 +62,7 @@ def data_dir_for(path: Path, work: Path) -> Path:
 
 
 def load(data_dir: Path, size: int):
-    from search.datasets import DatasetSpec
+    from imgsearch.datasets import DatasetSpec
 
     return DatasetSpec("tinyimagenet", image_size=size).load(data_dir)
 
@@ -152,7 +152,7 @@ def run_system(name: str, data_dir: Path, size: int, budget: float, work: Path, 
     (work / f"{name}.start").write_text(str(start))
     shape, classes = data.image_shape, data.num_classes
     if name in OURS:
-        from search.command_line.main import main
+        from imgsearch.command_line.main import main
 
         argv = ["search", "--dataset", "tinyimagenet", "--image-size", str(size), "--budget", str(budget),
                 "--runs-dir", str(work / f"{name}-runs"), "--data-dir", str(data_dir)]
@@ -196,8 +196,8 @@ def _log_from_mlflow(runs: Path, start: float, log: Path) -> None:
     """Our search's epochs, from its MLflow trial runs (each epoch's val_accuracy has its time)."""
     from mlflow.tracking import MlflowClient
 
-    from storage.layout import RunsLayout
-    from storage.mlflow_store import local_tracking_uri
+    from imgsearch.storage.layout import RunsLayout
+    from imgsearch.storage.mlflow_store import local_tracking_uri
 
     client = MlflowClient(local_tracking_uri(RunsLayout(runs)))
     points = []

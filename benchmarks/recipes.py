@@ -39,10 +39,10 @@ def main() -> None:
     import numpy as np
     import optuna
 
-    from search.trials.budget import EpochPlan
-    from search.datasets import DatasetSpec
-    from search.trials.training import WarmupCosine
-    from search.trials.study import get_space
+    from imgsearch.trials.budget import EpochPlan
+    from imgsearch.datasets import DatasetSpec
+    from imgsearch.trials.training import WarmupCosine
+    from imgsearch.trials.study import get_space
 
     data = DatasetSpec("tinyimagenet", args.image_size).load(Path(args.data_dir))
     x, y, val = np.asarray(data.x_train), data.y_train, (np.asarray(data.x_val), data.y_val)

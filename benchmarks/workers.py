@@ -20,9 +20,9 @@ from pathlib import Path
 
 import optuna
 
-from search.trials.trial_target import StopAtTarget, claim, finished_count
-from storage.optuna_storage import open_storage
-from storage.urls import default_storage_url
+from imgsearch.trials.trial_target import StopAtTarget, claim, finished_count
+from imgsearch.storage.optuna_storage import open_storage
+from imgsearch.storage.urls import default_storage_url
 
 SLEEP_S = 1.0
 

@@ -1,4 +1,16 @@
-"""AutoML search for image classifiers: Optuna studies in SQL, every trial an MLflow run."""
+"""imgsearch: AutoML search for image classifiers. Optuna studies in SQL, every trial an MLflow run.
+
+From Python (README, "From Python")::
+
+    import imgsearch
+    result = imgsearch.search(x_train, y_train, budget=60)   # or dataset="cifar10"
+    result.leaderboard()                                     # a pandas DataFrame
+    result.predict(x_new)                                    # top-k classes per image
+
+``search``, ``load_result``, ``predict``, ``leaderboard``, ``SearchResult`` and ``UserError`` are
+this package's API (``search/api.py``). Importing it is quick: TensorFlow is imported when a
+search, an export or a prediction needs it.
+"""
 
 import os
 
@@ -18,3 +30,22 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 for _name, _value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
                       ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
     os.environ.setdefault(_name, _value)
+
+
+_API = ("search", "load_result", "predict", "leaderboard", "SearchResult")
+
+
+def __getattr__(name: str):
+    """The API's names, imported on first use (the package itself stays light)."""
+    if name in _API:
+        from imgsearch import api
+
+        return getattr(api, name)
+    if name == "UserError":
+        from imgsearch.storage.errors import UserError
+
+        return UserError
+    raise AttributeError(f"module 'imgsearch' has no attribute {name!r}")
+
+
+__all__ = [*_API, "UserError"]

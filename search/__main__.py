@@ -1,5 +1,5 @@
 import sys
 
-from search.command_line.main import main
+from imgsearch.command_line.main import main
 
 sys.exit(main())

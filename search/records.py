@@ -15,6 +15,7 @@ OBJECTIVE_METRIC = "objective"  # MLflow metric on a complete trial's run: its v
 # Study user attrs.
 SETTINGS_ATTR = "settings"  # what the study is (search/settings.py STUDY_KEYS), fixed at creation
 SPACE_OPTIONS = "space_options"  # the key, in the recorded settings, of the space's own settings
+FINGERPRINT = "data_fingerprint"  # the key, in a study on arrays' recorded settings, of their fingerprint
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the study's MLflow run
 BEST_RUN_ATTR = "mlflow_best_run_id"  # the run that carries the BEST_TAG
 
@@ -34,6 +35,11 @@ ENSEMBLE_STEP_ATTR = "ensemble_step"  # on the end-of-budget step's trial (searc
 ENSEMBLE_OF_ATTR = "ensemble_of"  # on the ensemble step's trial: its members' trial numbers
 ENSEMBLE_WEIGHTS_ATTR = "ensemble_weights"  # and their weights (summing to 1), in that order
 STARTUP_SECONDS_ATTR = "startup_seconds"  # from the trial's start to the end of its first batch
+PARAM_COUNT_ATTR = "param_count"  # the trained model's parameters (also a metric of its run)
+
+# The export's files, in RUNS_DIR/exports/<study>/ (search/results/export.py).
+MODEL_FILE = "model.keras"  # the best model, Keras's own layers only
+INFO_FILE = "model.json"  # what it takes and returns: input shape, class names, the trial
 
 # MLflow run tags.
 BEST_TAG = "best"  # "true" on the study's best trial's run, and on no other run

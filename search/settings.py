@@ -2,7 +2,7 @@
 that read it and the space it belongs to. The command line's flags and environment variables
 (``search/command_line/main.py``), the study's defaults and recorded keys
 (``search/trials/study.py``), each space's default options and the README's table of settings
-(``python -m search.settings``; ``tests/test_settings.py`` compares) all follow from ``SETTINGS``.
+(``python -m imgsearch.settings``; ``tests/test_settings.py`` compares) all follow from ``SETTINGS``.
 
 A new setting is one ``Setting(...)`` line here; a space's option is also a field of its space's
 dataclass (the code that uses it). This module imports nothing heavy (no Keras, Optuna or
@@ -11,6 +11,7 @@ MLflow): a bad value is refused in well under a second, before TensorFlow starts
 
 from __future__ import annotations
 
+import argparse
 import base64
 import difflib
 import math
@@ -23,16 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from spaces.catalog import FAMILY_NAMES, SPACE_NAMES, parse_backbones, parse_families
-from storage.errors import UserError
-from storage.urls import check_database_url, mask_url
+from imgsearch.spaces.catalog import FAMILY_NAMES, SPACE_NAMES, parse_backbones, parse_families
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.urls import check_database_url, mask_url
 
 # Study names become folder and file names (checkpoints, exports, MLflow artifacts) and the
 # registered model's name: one path segment, short enough for any file system.
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MLFLOW_PROBE_TIMEOUT_S = 5
 
-COMMANDS = ("search", "worker", "export", "evaluate", "report", "dashboard", "mlflow", "clean")
+COMMANDS = ("search", "worker", "export", "evaluate", "predict", "report", "dashboard", "mlflow", "clean")
 TRAINING = ("search", "worker")  # the commands that run trials
 ON_A_STUDY = ("search", "worker", "export", "evaluate")  # the commands that open one study and its data
 
@@ -209,6 +210,13 @@ SETTINGS = (
     Setting("runs_dir", str, "where databases, checkpoints and exports live", default="runs", commands=COMMANDS),
     Setting("data_dir", str, "where datasets are found, downloaded and cached", default="data"),
     Setting("report", str, "the HTML file to write", default_text="RUNS_DIR/report.html", commands=("report",)),
+    # Classifying new images.
+    Setting("images", str, "an image file, a folder of them or a zip, to classify", commands=("predict",)),
+    Setting("model", str, "the exported model.keras to classify with (model.json beside it)",
+            default_text="the study's export", commands=("predict",)),
+    Setting("top_k", int, "classes to name per image", default=5, low=1, commands=("predict",)),
+    Setting("predictions", str, "the CSV file the predictions are written to",
+            default_text="RUNS_DIR/predictions.csv", commands=("predict",)),
     # How the trials run.
     Setting("workers", int, "run the trials in this many local worker processes", default=1, low=1,
             commands=("search",)),
@@ -252,6 +260,33 @@ def default(name: str):
 def space_defaults(space: str) -> dict:
     """The options of ``space`` as they are when none is given."""
     return {s.name: s.default for s in SETTINGS if space in s.spaces}
+
+
+def resolve(given: dict) -> argparse.Namespace:
+    """Every setting by name: the ``given`` value, checked, or when not given what it is then
+    (``Setting.unset_is_default``: its default, else None for the study's record or the space to
+    fill in). The command line and the Python API both take their settings from here; a name
+    that is no setting is a UserError that suggests the closest one."""
+    for name in given:
+        if name not in BY_NAME:
+            close = difflib.get_close_matches(name, list(BY_NAME), n=1, cutoff=0.7)
+            raise UserError(f"{name!r} is not a setting" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    values = {}
+    for setting in SETTINGS:
+        value = given.get(setting.name)
+        if value is None:
+            value = setting.default if setting.unset_is_default else None
+        elif setting.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif setting.kind is str and isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif not isinstance(value, setting.kind) or isinstance(value, bool) and setting.kind is not bool:
+            raise UserError(f"{setting.env}={value!r}: must be a{'n' if setting.kind is int else ''} "
+                            f"{setting.kind.__name__}")
+        if value is not None:
+            setting.validate(value)
+        values[setting.name] = value
+    return argparse.Namespace(**values)
 
 
 def from_env(name: str):

@@ -12,8 +12,8 @@ import importlib
 import zipfile
 from pathlib import Path
 
-from spaces.catalog import SPACE_CLASSES, SPACE_NAMES
-from storage.errors import UserError
+from imgsearch.spaces.catalog import SPACE_CLASSES, SPACE_NAMES
+from imgsearch.storage.errors import UserError
 
 
 def space_class(name: str):
@@ -33,8 +33,8 @@ def load_model(path: str | Path, compile: bool = True):
     """
     import keras
 
-    import spaces.backbones  # noqa: F401  (registers BackbonePreprocess)
-    import spaces.common  # noqa: F401  (registers the loss)
+    import imgsearch.spaces.backbones  # noqa: F401  (registers BackbonePreprocess)
+    import imgsearch.spaces.common  # noqa: F401  (registers the loss)
 
     with zipfile.ZipFile(path) as archive:
         if b'"module": "autokeras' in archive.read("config.json"):
@@ -47,7 +47,7 @@ def __getattr__(name: str):
     if name == "SPACES":
         return {space: space_class(space) for space in SPACE_NAMES}
     if name in ("SearchSpace", "Candidate", "Phase"):
-        return getattr(importlib.import_module("spaces.base"), name)
+        return getattr(importlib.import_module("imgsearch.spaces.base"), name)
     raise AttributeError(f"module 'spaces' has no attribute {name!r}")
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import optuna
 
-from spaces.autokeras_space import AutoKerasSpace, WEIGHTS_HOST
-from spaces.base import Candidate, SearchSpace
-from spaces.catalog import FAMILY_NAMES, parse_families
-from spaces.cnn import CNNSpace
-from spaces.transfer import TransferSpace
-from storage.errors import UserError
+from imgsearch.spaces.autokeras_space import AutoKerasSpace, WEIGHTS_HOST
+from imgsearch.spaces.base import Candidate, SearchSpace
+from imgsearch.spaces.catalog import FAMILY_NAMES, parse_families
+from imgsearch.spaces.cnn import CNNSpace
+from imgsearch.spaces.transfer import TransferSpace
+from imgsearch.storage.errors import UserError
 
 SEPARATOR = "/"
 KERAS_CACHE = Path("~/.keras/models").expanduser()  # where Keras keeps the weights it downloads

@@ -21,7 +21,7 @@ import optuna
 from keras_tuner.src.engine import trial as kt_trial
 from keras_tuner.src.engine.hyperparameters import hp_types
 
-from spaces.base import Candidate, SearchSpace
+from imgsearch.spaces.base import Candidate, SearchSpace
 
 BATCH_SIZE = 32  # AutoKeras's own default; its image classifier does not tune it
 WEIGHTS_HOST = "https://storage.googleapis.com/"  # where keras.applications downloads weights from

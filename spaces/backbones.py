@@ -25,9 +25,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import keras
+import numpy as np
 from keras import layers, ops
 
-from storage.errors import UserError
+from imgsearch.storage.errors import UserError
 
 
 class WeightsUnavailable(UserError):
@@ -202,3 +203,28 @@ class BackbonePreprocess(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "backbone": self.backbone}
+
+    def standard_layer(self) -> layers.Layer:
+        """A layer of Keras's own that computes the same (for an export that loads in plain Keras):
+        keras.applications' three preprocessing modes, or the identity where the backbone
+        preprocesses inside itself. ``tests/test_export.py`` compares each with ``preprocess``."""
+        mode = PREPROCESS_MODE[ZOO[self.backbone].family]
+        name = f"{self.name}_standard"
+        if mode == "tf":  # x / 127.5 - 1
+            return layers.Rescaling(1 / 127.5, offset=-1.0, name=name)
+        if mode == "torch":  # (x / 255 - mean) / std, per channel
+            mean, std = np.array([0.485, 0.456, 0.406]) * 255, np.array([0.229, 0.224, 0.225]) * 255
+            return layers.Normalization(mean=mean, variance=std ** 2, name=name)
+        if mode == "caffe":  # RGB to BGR, then minus the BGR mean: a fixed 1x1 convolution
+            bgr_mean = np.array([103.939, 116.779, 123.68])
+            swap = np.eye(3)[::-1].reshape(1, 1, 3, 3)  # output channel c reads input channel 2 - c
+            conv = layers.Conv2D(3, 1, name=name, trainable=False)
+            conv.build((None, None, None, 3))
+            conv.set_weights([swap, -bgr_mean])
+            return conv
+        return layers.Identity(name=name)
+
+
+#: keras.applications' preprocessing of each backbone family (what its preprocess_input does).
+PREPROCESS_MODE = {"mobilenet": "tf", "mobilenet_v2": "tf", "mobilenet_v3_small": "none", "efficientnet_b0": "none",
+                   "densenet121": "torch", "resnet50": "caffe", "vgg16": "caffe"}

@@ -11,7 +11,7 @@ from typing import ClassVar
 import keras
 import optuna
 
-from storage.errors import UserError
+from imgsearch.storage.errors import UserError
 
 
 @dataclass

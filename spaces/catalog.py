@@ -7,16 +7,16 @@ built from these names; ``tests/test_spaces.py`` holds them equal.
 
 from __future__ import annotations
 
-from storage.errors import UserError
+from imgsearch.storage.errors import UserError
 
 #: Each space's name and where its class is (module, class), in the order ``SPACE`` lists them.
 SPACE_CLASSES: dict[str, tuple[str, str]] = {
-    "cnn": ("spaces.cnn", "CNNSpace"),
-    "mlp": ("spaces.mlp", "MLPSpace"),
-    "finetune": ("spaces.finetune", "FinetuneSpace"),
-    "autokeras": ("spaces.autokeras_space", "AutoKerasSpace"),
-    "transfer": ("spaces.transfer", "TransferSpace"),
-    "auto": ("spaces.auto", "AutoSpace"),
+    "cnn": ("imgsearch.spaces.cnn", "CNNSpace"),
+    "mlp": ("imgsearch.spaces.mlp", "MLPSpace"),
+    "finetune": ("imgsearch.spaces.finetune", "FinetuneSpace"),
+    "autokeras": ("imgsearch.spaces.autokeras_space", "AutoKerasSpace"),
+    "transfer": ("imgsearch.spaces.transfer", "TransferSpace"),
+    "auto": ("imgsearch.spaces.auto", "AutoSpace"),
 }
 SPACE_NAMES = tuple(SPACE_CLASSES)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from spaces.base import Candidate, SearchSpace
-from spaces.common import BN_MOMENTUM, SparseCrossentropyWithSmoothing, image_input
+from imgsearch.spaces.base import Candidate, SearchSpace
+from imgsearch.spaces.common import BN_MOMENTUM, SparseCrossentropyWithSmoothing, image_input
 
 FAMILIES = ("residual", "plain")
 ACTIVATIONS = ("relu", "swish")

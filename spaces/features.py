@@ -19,8 +19,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from spaces.backbones import ZOO, BackbonePreprocess, load_backbone, weights_path
-from storage.files import write_atomic
+from imgsearch.spaces.backbones import ZOO, BackbonePreprocess, load_backbone, weights_path
+from imgsearch.storage.files import write_atomic
 
 #: Features kept in this process, by key: a trial after the first finds them here.
 _MEMORY: dict[str, Features] = {}

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from storage.errors import UserError
-from spaces.backbones import (ZOO, BackbonePreprocess, WeightsUnavailable, cut_blocks,
+from imgsearch.storage.errors import UserError
+from imgsearch.spaces.backbones import (ZOO, BackbonePreprocess, WeightsUnavailable, cut_blocks,
                               load_backbone, weights_file, weights_path)
-from spaces.base import Candidate, Phase, SearchSpace
-from spaces.catalog import parse_backbones
-from spaces.common import TRAINING_START, augment, compile_classifier, dense_head, image_input, recompile
+from imgsearch.spaces.base import Candidate, Phase, SearchSpace
+from imgsearch.spaces.catalog import parse_backbones
+from imgsearch.spaces.common import TRAINING_START, augment, compile_classifier, dense_head, image_input, recompile
 
 RESOLUTIONS = (96, 128, 160, 224)
 MAX_CUT_BLOCKS = 3

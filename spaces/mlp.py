@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from spaces.base import Candidate, SearchSpace
-from spaces.common import BN_MOMENTUM, TRAINING_START, compile_classifier, image_input
+from imgsearch.spaces.base import Candidate, SearchSpace
+from imgsearch.spaces.common import BN_MOMENTUM, TRAINING_START, compile_classifier, image_input
 
 ACTIVATIONS = ("relu", "elu", "gelu", "swish")
 

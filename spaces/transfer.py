@@ -18,13 +18,13 @@ import keras
 import numpy as np
 from keras import layers
 
-from spaces.backbones import ZOO, BackbonePreprocess, WeightsUnavailable, load_backbone, weights_file
-from spaces.base import Candidate, Phase, SearchSpace
-from spaces.catalog import parse_backbones
-from spaces.common import SparseCrossentropyWithSmoothing, recompile
-from spaces.features import frozen_features
-from spaces.finetune import tunable_layers, unfreeze
-from storage.errors import UserError
+from imgsearch.spaces.backbones import ZOO, BackbonePreprocess, WeightsUnavailable, load_backbone, weights_file
+from imgsearch.spaces.base import Candidate, Phase, SearchSpace
+from imgsearch.spaces.catalog import parse_backbones
+from imgsearch.spaces.common import SparseCrossentropyWithSmoothing, recompile
+from imgsearch.spaces.features import frozen_features
+from imgsearch.spaces.finetune import tunable_layers, unfreeze
+from imgsearch.storage.errors import UserError
 
 RESOLUTIONS = (96, 128, 160, 224)
 OPTIMIZERS = ("adam", "adamw")

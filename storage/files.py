@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from storage.errors import UserError
-from storage.machine import alive
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.machine import alive
 
 DISK_FULL = "disk full"  # how every message about a full disk starts
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())

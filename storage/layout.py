@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.errors import UserError
-from storage.files import locked
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.files import locked
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from storage.layout import RunsLayout
+from imgsearch.storage.layout import RunsLayout
 
 # (table, column) holding an artifact URI, in MLflow 3's schema.
 _LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),

@@ -8,9 +8,9 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.errors import UserError
-from storage.reconnect import ReconnectingStorage
-from storage.urls import check_database_url, mask_url
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.reconnect import ReconnectingStorage
+from imgsearch.storage.urls import check_database_url, mask_url
 
 # Seconds a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT_S = 60

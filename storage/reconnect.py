@@ -16,9 +16,9 @@ import time
 import optuna
 from sqlalchemy import exc as sa_exc
 
-from storage.errors import UserError
-from storage.files import disk_full_message, is_disk_full
-from storage.urls import mask_url
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.files import disk_full_message, is_disk_full
+from imgsearch.storage.urls import mask_url
 
 FIRST_WAIT_S = 0.5
 LONGEST_WAIT_S = 8.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.errors import UserError
+from imgsearch.storage.errors import UserError
 
 # The drivers a database URL may name and the package that brings each (``pip install``).
 DRIVER_PACKAGES = {"pymysql": "the mysql extra: pip install -e '.[mysql]'", "MySQLdb": "mysqlclient",

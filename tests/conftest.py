@@ -225,8 +225,8 @@ def pg_study(pg) -> str:
 
 
 def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    """``python -m search *args`` in a real process with ``env`` added to this one's."""
-    return subprocess.run([sys.executable, "-m", "search", *args], cwd=REPO, env={**os.environ, **env},
+    """``python -m imgsearch *args`` in a real process with ``env`` added to this one's."""
+    return subprocess.run([sys.executable, "-m", "imgsearch", *args], cwd=REPO, env={**os.environ, **env},
                           capture_output=True, text=True, timeout=600)
 
 
@@ -238,7 +238,7 @@ def tiny_tree(tmp_path) -> Path:
 @pytest.fixture
 def runs_env(tmp_path, monkeypatch) -> dict:
     """RUNS_DIR / DATA_DIR in tmp_path, and no stray settings from the caller's environment."""
-    from search.settings import SETTINGS
+    from imgsearch.settings import SETTINGS
 
     for setting in SETTINGS:
         monkeypatch.delenv(setting.env, raising=False)
@@ -256,7 +256,7 @@ GOOD_MLP = {"layers": 1, "units": 256, "activation": "relu", "batch_norm": False
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory):
     """scikit-learn's digits (8x8 gray, 10 classes), prepared once for the session."""
-    from search.datasets import DatasetSpec
+    from imgsearch.datasets import DatasetSpec
 
     return DatasetSpec("digits").load(tmp_path_factory.mktemp("data"))
 
@@ -265,17 +265,17 @@ def new_search(root: Path, data, space="mlp", *, epochs: int = 3, pruner=None, *
     """A ``Search`` wired as the search command wires it, on a new study (SQLite) and MLflow
     store in ``root`` (created if need be): ``space`` is a space or a registered name (default
     options), ``pruner`` replaces the study's, ``search_options`` go to ``Search`` (target, budget, ...)."""
-    from search.records import SPACE_OPTIONS
-    from search.results.checkpoints import BestCheckpoint
-    from search.results.mlflow_runs import Tracker
-    from search.settings import STUDY_KEYS, default
-    from search.trials.engine import Search
-    from search.trials.study import get_space, open_study, run_params
-    from spaces import SPACES
-    from storage.layout import RunsLayout
-    from storage.mlflow_store import local_tracking_uri
-    from storage.optuna_storage import open_storage
-    from storage.urls import default_storage_url
+    from imgsearch.records import SPACE_OPTIONS
+    from imgsearch.results.checkpoints import BestCheckpoint
+    from imgsearch.results.mlflow_runs import Tracker
+    from imgsearch.settings import STUDY_KEYS, default
+    from imgsearch.trials.engine import Search
+    from imgsearch.trials.study import get_space, open_study, run_params
+    from imgsearch.spaces import SPACES
+    from imgsearch.storage.layout import RunsLayout
+    from imgsearch.storage.mlflow_store import local_tracking_uri
+    from imgsearch.storage.optuna_storage import open_storage
+    from imgsearch.storage.urls import default_storage_url
 
     space = get_space(space) if isinstance(space, str) else space
     name = next(key for key, cls in SPACES.items() if isinstance(space, cls))

@@ -14,12 +14,12 @@ import optuna
 import pytest
 
 from conftest import new_search, run_cli
-from search import records
-from search.trials.budget import Budget
-from search.trials.study import get_space
-from spaces import features
-from spaces.auto import prefixed
-from storage.urls import default_storage_url
+from imgsearch import records
+from imgsearch.trials.budget import Budget
+from imgsearch.trials.study import get_space
+from imgsearch.spaces import features
+from imgsearch.spaces.auto import prefixed
+from imgsearch.storage.urls import default_storage_url
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -197,7 +197,7 @@ def _reader(pixel: int, name: str):
 
 def _pixels_dataset():
     """Four images, each model right on three of them, confidently; wrong on one, barely: their mean is right on all four."""
-    from search.datasets import Dataset
+    from imgsearch.datasets import Dataset
 
     x = np.array([[255, 255], [0, 0], [255, 100], [150, 0]], dtype=np.uint8).reshape(4, 2, 1, 1)
     y = np.array([1, 0, 1, 0])
@@ -205,9 +205,10 @@ def _pixels_dataset():
 
 
 def test_the_end_of_budget_ensemble_is_a_trial_that_exports_as_one_model_and_evaluates(tmp_path):
-    from search.results.evaluate import evaluate_model
-    from search.results.export import INFO_FILE, export_best
-    from spaces import load_model
+    from imgsearch.results.evaluate import evaluate_model
+    from imgsearch.records import INFO_FILE
+    from imgsearch.results.export import export_best
+    from imgsearch.spaces import load_model
 
     data = _pixels_dataset()
     space = get_space("auto", families="cnn")
@@ -255,7 +256,7 @@ def test_an_ensemble_that_does_not_beat_the_best_model_is_pruned_and_says_why(tm
 def test_a_trial_whose_family_starts_up_slower_than_the_time_left_is_pruned_before_it_trains():
     import time
 
-    from search.trials.training import EpochTimer, check_startup
+    from imgsearch.trials.training import EpochTimer, check_startup
 
     choices = ["cnn", "autokeras"]
     study = optuna.create_study(direction="maximize")
@@ -278,7 +279,7 @@ def test_a_trial_whose_family_starts_up_slower_than_the_time_left_is_pruned_befo
 
 
 def test_the_family_is_chosen_from_what_each_family_has_shown():
-    from search.trials.families import choose_family
+    from imgsearch.trials.families import choose_family
 
     choices = ["cnn", "transfer", "autokeras"]
     shown = {"transfer": {"trials": 3, "epochs": 30, "seconds": 30.0, "best": 0.8},
@@ -295,9 +296,9 @@ def test_the_family_is_chosen_from_what_each_family_has_shown():
 
 
 def test_an_auto_study_chooses_families_with_the_family_sampler_and_keeps_the_portfolio(tmp_path):
-    from search.trials.families import FamilySampler
-    from storage.optuna_storage import open_storage
-    from search.trials.study import open_study
+    from imgsearch.trials.families import FamilySampler
+    from imgsearch.storage.optuna_storage import open_storage
+    from imgsearch.trials.study import open_study
 
     settings = {"dataset": "digits", "space": "auto", "sampler": "tpe", "pruner": "hyperband", "epochs": 15, "seed": 0}
     study = open_study(open_storage(default_storage_url(tmp_path / "optuna.db")), "s", settings, exists=False)
@@ -319,7 +320,7 @@ def test_an_auto_study_chooses_families_with_the_family_sampler_and_keeps_the_po
     assert [t.params["family"] for t in chosen] == ["cnn"] * 10
 
 def test_a_trial_of_a_family_that_does_not_lead_trains_on_a_quarter_of_the_time_left():
-    from search.trials.families import share_deadline
+    from imgsearch.trials.families import share_deadline
 
     distribution = optuna.distributions.CategoricalDistribution(["cnn", "transfer", "autokeras"])
     study = optuna.create_study(direction="maximize")

@@ -9,12 +9,12 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from storage.errors import UserError
-from spaces.autokeras_space import OptunaHyperParameters, OptunaOracle
+from imgsearch.storage.errors import UserError
+from imgsearch.spaces.autokeras_space import OptunaHyperParameters, OptunaOracle
 from conftest import new_search
-from search import records
-from search.command_line.main import parse_args
-from search.trials.study import get_space
+from imgsearch import records
+from imgsearch.command_line.main import parse_args
+from imgsearch.trials.study import get_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -174,8 +174,8 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     from autokeras.tuners import task_specific
 
     from conftest import REPO
-    from search.datasets import DatasetSpec
-    from storage.urls import default_storage_url
+    from imgsearch.datasets import DatasetSpec
+    from imgsearch.storage.urls import default_storage_url
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -184,7 +184,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
            "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # every download fails at once
 
     def cli(trials: int, *args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "search", *args], cwd=REPO, env={**env, "TRIALS": str(trials)},
+        done = subprocess.run([sys.executable, "-m", "imgsearch", *args], cwd=REPO, env={**env, "TRIALS": str(trials)},
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         return done
@@ -210,7 +210,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     first = study.trials[0]
 
     # Killed inside trial 1 (AutoKeras's ResNet50 starting point, 224 px), while AutoKeras works in TMPDIR.
-    killed = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "2"},
+    killed = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env={**env, "TRIALS": "2"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not any(scratch.glob("autokeras-*")) and time.monotonic() < deadline and killed.poll() is None:
@@ -239,7 +239,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     assert len(finished) == 2
     assert all("image_block_1/block_type" in t.params for t in finished)
 
-    from search.command_line.main import main
+    from imgsearch.command_line.main import main
 
     capsys.readouterr()
     assert main(["export", "--study", "digits-autokeras"]) == 0  # in this process: a fresh one is the next test
@@ -248,7 +248,7 @@ def test_cli_queues_the_starting_points_once_resumes_after_a_kill_and_exports(ru
     export_dir = Path(runs_env["RUNS_DIR"]) / "exports" / "digits-autokeras"
     result = json.loads((export_dir / "evaluation.json").read_text())
     assert f"top1 {result['top1']:.4f}" in evaluated and result["n_test"] == 360 and result["top1"] > 0.5
-    from spaces import load_model
+    from imgsearch.spaces import load_model
 
     model = load_model(export_dir / "model.keras")  # in this process AutoKeras is imported: see the next test
     data = DatasetSpec("digits").load(Path(runs_env["DATA_DIR"]))
@@ -273,7 +273,7 @@ def test_load_model_imports_autokeras_only_for_a_model_that_needs_it(tmp_path, d
     plain = tmp_path / "plain.keras"
     keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(plain)
     code = (
-        "import sys, keras, spaces\n"
+        "import sys, keras\nfrom imgsearch import spaces\n"
         "try:\n"
         f"    keras.saving.load_model({str(autokeras_model)!r})\n"
         "except TypeError as exc:\n"

@@ -20,7 +20,7 @@ import optuna
 import pytest
 
 from conftest import REPO, free_port, serving
-from search.results.checkpoints import best_trial
+from imgsearch.results.checkpoints import best_trial
 
 pytestmark = pytest.mark.xdist_group("browser")  # one test process: the searches and the browser, once
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -61,7 +61,7 @@ def searched(tmp_path_factory) -> dict:
     for name in ("BUDGET", "TIMEOUT", "STORAGE", "STUDY", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     for args in STUDIES.values():
-        done = subprocess.run([sys.executable, "-m", "search", "search", *COMMON, *args],
+        done = subprocess.run([sys.executable, "-m", "imgsearch", "search", *COMMON, *args],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     return {"RUNS_DIR": env["RUNS_DIR"], "DATA_DIR": env["DATA_DIR"]}

@@ -10,15 +10,15 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.trials import budget as budget_module
-from search.trials.budget import Budget, EpochPlan
-from search.command_line.main import main
-from search.trials.training import warmup_cosine
-from search.trials.study import get_space
-from storage.urls import default_storage_url
+from imgsearch.trials import budget as budget_module
+from imgsearch.trials.budget import Budget, EpochPlan
+from imgsearch.command_line.main import main
+from imgsearch.trials.training import warmup_cosine
+from imgsearch.trials.study import get_space
+from imgsearch.storage.urls import default_storage_url
 from conftest import GOOD_MLP as GOOD
 from conftest import new_search, trial_runs
-from search import records
+from imgsearch import records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

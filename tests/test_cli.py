@@ -14,9 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, jpeg_bytes, make_tiny_tree, run_cli, zip_tree
-from search.command_line.main import main
-from storage.urls import default_storage_url
-from search import records
+from imgsearch.command_line.main import main
+from imgsearch.storage.urls import default_storage_url
+from imgsearch import records
 
 
 def test_search_resume_export_evaluate(runs_env):
@@ -67,7 +67,7 @@ def test_search_resume_export_evaluate(runs_env):
     # The exported model takes raw uint8 images and reproduces the evaluation.
     import keras
 
-    from search.datasets import DatasetSpec
+    from imgsearch.datasets import DatasetSpec
 
     data = DatasetSpec("digits").load(Path(runs_env["DATA_DIR"]))
     model = keras.saving.load_model(export_dir / "model.keras", compile=False)
@@ -126,8 +126,8 @@ def test_bad_env_value_is_one_line(runs_env, monkeypatch, capsys):
 
 
 def test_resume_with_other_settings_is_refused_and_leaves_the_study(runs_env, capsys):
-    from search.trials.study import open_study, resolve_settings
-    from storage.optuna_storage import open_storage
+    from imgsearch.trials.study import open_study, resolve_settings
+    from imgsearch.storage.optuna_storage import open_storage
 
     Path(runs_env["RUNS_DIR"]).mkdir()
     storage = open_storage(default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
@@ -209,7 +209,7 @@ BAD_DATA = [
 
 @pytest.mark.parametrize("prepare,message", BAD_DATA, ids=[p.__name__.strip("_") for p, _ in BAD_DATA])
 def test_bad_data_is_one_line_exit_2_and_creates_no_study(runs_env, tmp_path, capsys, monkeypatch, prepare, message):
-    monkeypatch.setattr("search.datasets.tinyimagenet.URL", "http://127.0.0.1:9/tiny-imagenet-200.zip")
+    monkeypatch.setattr("imgsearch.datasets.tinyimagenet.URL", "http://127.0.0.1:9/tiny-imagenet-200.zip")
     argv = prepare(Path(runs_env["DATA_DIR"]), tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -220,7 +220,7 @@ def test_bad_data_is_one_line_exit_2_and_creates_no_study(runs_env, tmp_path, ca
 def test_a_read_only_runs_dir_is_one_line_exit_2(runs_env, tmp_path):
     runs = tmp_path / "readonly"
     runs.mkdir()
-    command = [sys.executable, "-m", "search", "--dataset", "digits"]
+    command = [sys.executable, "-m", "imgsearch", "--dataset", "digits"]
     if os.geteuid() == 0:  # root writes through permissions: mount a read-only file system there instead
         command = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"', str(runs),
                    *command]
@@ -238,7 +238,7 @@ def test_a_worker_cannot_join_a_missing_study(runs_env, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"error: no study database at {runs / 'optuna.db'}; run a search first, or set RUNS_DIR or STORAGE"
     assert not runs.exists()  # a mistyped RUNS_DIR is not created
-    from storage.optuna_storage import open_storage
+    from imgsearch.storage.optuna_storage import open_storage
 
     runs.mkdir()
     open_storage(default_storage_url(runs / "optuna.db"))  # a study database without that study
@@ -248,8 +248,8 @@ def test_a_worker_cannot_join_a_missing_study(runs_env, capsys):
 
 
 def test_a_worker_with_other_settings_is_refused_and_leaves_the_study(runs_env, capsys):
-    from search.trials.study import open_study, resolve_settings
-    from storage.optuna_storage import open_storage
+    from imgsearch.trials.study import open_study, resolve_settings
+    from imgsearch.storage.optuna_storage import open_storage
 
     Path(runs_env["RUNS_DIR"]).mkdir()
     storage = open_storage(default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO
-from search.settings import BY_NAME, COMMANDS
+from imgsearch.settings import BY_NAME, COMMANDS
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -26,10 +26,10 @@ def test_the_services_are_there_and_their_commands_exist():
     assert "pgdata:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
     for name in ("search", "worker"):
         command = SERVICES[name]["command"]
-        assert command[:3] == ["python", "-m", "search"] and command[3] in COMMANDS
+        assert command[:3] == ["python", "-m", "imgsearch"] and command[3] in COMMANDS
         assert SERVICES[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert (Path(sys.executable).parent / SERVICES["mlflow"]["command"][0]).is_file()  # the image's .venv has it
-    assert SERVICES["dashboard"]["command"] == ["python", "-m", "search", "dashboard"]
+    assert SERVICES["dashboard"]["command"] == ["python", "-m", "imgsearch", "dashboard"]
 
 
 def test_every_variable_the_project_containers_set_is_one_the_code_reads():

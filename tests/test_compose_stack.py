@@ -22,7 +22,7 @@ import optuna
 import pytest
 
 from conftest import REPO, free_port
-from search import records
+from imgsearch import records
 
 TRIALS = 6
 

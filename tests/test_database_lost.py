@@ -17,9 +17,9 @@ import sqlalchemy.orm
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, TcpProxy
-from storage.urls import default_storage_url
-from storage.reconnect import is_connection_lost
-from search import records
+from imgsearch.storage.urls import default_storage_url
+from imgsearch.storage.reconnect import is_connection_lost
+from imgsearch import records
 
 POSTGRES = ("127.0.0.1", 5432)
 
@@ -36,7 +36,7 @@ def start_search(runs_env: dict, proxy: TcpProxy, study: str, log: Path, **setti
     env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "STUDY": study,
            "STORAGE": f"postgresql://postgres@127.0.0.1:{proxy.port}/test", **settings}
     with log.open("w") as out:  # a file, not a pipe nobody reads while the search runs
-        return subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env, stdout=out, stderr=out)
+        return subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, stdout=out, stderr=out)
 
 
 def wait_for_running_trial(storage, name: str, search: subprocess.Popen, log: Path) -> None:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import jpeg_bytes, make_tiny_tree, zip_tree
-from search.datasets import DatasetSpec
-from search.datasets import base as base_module
-from search.datasets import images as images_module
-from search.datasets.download import download, md5sum
-from storage.errors import UserError
+from imgsearch.datasets import DatasetSpec
+from imgsearch.datasets import base as base_module
+from imgsearch.datasets import images as images_module
+from imgsearch.datasets.download import download, md5sum
+from imgsearch.storage.errors import UserError
 
 
 def test_digits_splits_are_uint8_disjoint_and_stratified(tmp_path):
@@ -155,7 +155,7 @@ def test_truncated_zip(tmp_path):
 
 
 def test_offline_without_local_copy_says_where_to_put_the_zip(tmp_path, monkeypatch):
-    monkeypatch.setattr("search.datasets.tinyimagenet.URL", "http://127.0.0.1:9/tiny-imagenet-200.zip")
+    monkeypatch.setattr("imgsearch.datasets.tinyimagenet.URL", "http://127.0.0.1:9/tiny-imagenet-200.zip")
     with pytest.raises(UserError, match=rf"put tiny-imagenet-200.zip in {tmp_path}/"):
         DatasetSpec("tinyimagenet").load(tmp_path)
     assert not list(tmp_path.glob("*.part"))
@@ -189,8 +189,8 @@ def test_download_verifies_md5(local_server, tmp_path):
 def test_tinyimagenet_downloads_when_no_local_copy(local_server, tmp_path, monkeypatch):
     served, url = local_server
     archive = zip_tree(make_tiny_tree(tmp_path / "src"), served / "tiny-imagenet-200.zip")
-    monkeypatch.setattr("search.datasets.tinyimagenet.URL", f"{url}/tiny-imagenet-200.zip")
-    monkeypatch.setattr("search.datasets.tinyimagenet.MD5", md5sum(archive))
+    monkeypatch.setattr("imgsearch.datasets.tinyimagenet.URL", f"{url}/tiny-imagenet-200.zip")
+    monkeypatch.setattr("imgsearch.datasets.tinyimagenet.MD5", md5sum(archive))
     data = DatasetSpec("tinyimagenet").load(tmp_path / "data")
     assert data.num_classes == 3 and (tmp_path / "data" / "tiny-imagenet-200.zip").is_file()
 

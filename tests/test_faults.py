@@ -26,9 +26,9 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, TcpProxy, free_port, run_cli, serving
-from search import records
-from storage.files import HOST
-from storage.urls import default_storage_url
+from imgsearch import records
+from imgsearch.storage.files import HOST
+from imgsearch.storage.urls import default_storage_url
 from test_inputs import fill, small_disk
 
 DIGITS = {"DATASET": "digits", "SPACE": "mlp", "PRUNER": "none"}
@@ -69,7 +69,7 @@ def test_a_tracking_server_that_goes_away_mid_epoch_stops_the_search_in_bounded_
            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{proxy.port}"}
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err:
-        search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+        search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                   stderr=err)
     client, deadline = MlflowClient(mlflow_server), time.monotonic() + 180
     while time.monotonic() < deadline and search.poll() is None:  # until the first trial has logged 2 epochs
@@ -93,7 +93,7 @@ def test_a_tracking_server_that_goes_away_mid_epoch_stops_the_search_in_bounded_
     assert client.get_run(interrupted.user_attrs[records.RUN_ID_ATTR]).info.status == "RUNNING"  # left for the re-run
 
     proxy.start()
-    again = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "1"},
+    again = subprocess.run([sys.executable, "-m", "imgsearch"], cwd=REPO, env={**env, "TRIALS": "1"},
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "queued again: trials 0, which were interrupted" in again.stdout
@@ -114,8 +114,8 @@ def scratch_of(runs: Path, pid: int | str = "*") -> list[Path]:
 
 
 def export_until_scratch(env: dict, runs: Path) -> subprocess.Popen:
-    """A `python -m search export` that has reached MLflow's part of the export (its scratch folder is there)."""
-    export = subprocess.Popen([sys.executable, "-m", "search", "export"], cwd=REPO, env=env, text=True,
+    """A `python -m imgsearch export` that has reached MLflow's part of the export (its scratch folder is there)."""
+    export = subprocess.Popen([sys.executable, "-m", "imgsearch", "export"], cwd=REPO, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not scratch_of(runs, export.pid) and export.poll() is None and time.monotonic() < deadline:
@@ -140,7 +140,7 @@ def test_an_export_killed_interrupted_or_run_twice_at_once_leaves_no_run_running
     assert interrupted.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err[-3000:]
     assert "Traceback" not in err and "SystemError" not in err
 
-    both = [subprocess.Popen([sys.executable, "-m", "search", "export"], cwd=REPO, env=env, text=True,
+    both = [subprocess.Popen([sys.executable, "-m", "imgsearch", "export"], cwd=REPO, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     for export in both:
         out, err = export.communicate(timeout=300)
@@ -155,8 +155,8 @@ def test_an_export_killed_interrupted_or_run_twice_at_once_leaves_no_run_running
 
 def test_a_runs_dir_that_fills_during_mlflows_part_of_the_export_is_one_line_and_leaves_nothing_half_written(
         runs_env, tmp_path, monkeypatch, capsys):
-    from search.command_line.main import main
-    from search.results.mlflow_runs import Tracker
+    from imgsearch.command_line.main import main
+    from imgsearch.results.mlflow_runs import Tracker
 
     log_model = Tracker.log_model
 
@@ -251,7 +251,7 @@ def test_make_clean_deletes_only_a_runs_folder_this_project_made(tmp_path):
 
 def test_workers_end_with_their_parent_killed_9(runs_env):
     env = {**os.environ, **runs_env, **DIGITS, "TRIALS": "40", "EPOCHS": "30", "WORKERS": "2"}
-    search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     runs, deadline = Path(runs_env["RUNS_DIR"]), time.monotonic() + 180
     workers = []
@@ -354,7 +354,7 @@ def test_damaged_or_mistaken_places_are_one_line_each_before_tensorflow(runs_env
         (["evaluate"], f"error: no study database at {runs / 'optuna.db'}; run a search first"),
         (["report"], f"error: no study database at {runs / 'optuna.db'}; run a search first"),
     ]
-    script = ("import json, sys\nfrom search.command_line.main import main\n"
+    script = ("import json, sys\nfrom imgsearch.command_line.main import main\n"
               f"for args in json.loads({json.dumps(json.dumps([c for c, _ in cases]))}):\n"
               "    command = args if args[0] in ('export', 'evaluate', 'report') else ['search', *args]\n"
               "    assert main([*command, '--dataset', 'digits']) == 2, args\n"
@@ -388,7 +388,7 @@ def test_reports_to_a_folder_and_from_a_read_only_runs_dir(runs_env, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
     # A read-only view of the runs folder, as a copy on a read-only medium would be.
     command = ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"',
-               str(runs), sys.executable, "-m", "search", "report"]
+               str(runs), sys.executable, "-m", "imgsearch", "report"]
     done = subprocess.run(command, cwd=REPO, env={**os.environ, **runs_env, "REPORT": str(out)},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -401,7 +401,7 @@ def test_a_read_only_data_dir_without_its_cache_is_one_line(runs_env, tmp_path):
     data = tmp_path / "readonly-data"
     data.mkdir()
     command = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"', str(data),
-               sys.executable, "-m", "search"]
+               sys.executable, "-m", "imgsearch"]
     done = subprocess.run(command, cwd=REPO, env={**os.environ, **runs_env, **DIGITS, "DATA_DIR": str(data)},
                           capture_output=True, text=True, timeout=120)
     assert one_error(done) == (f"error: DATA_DIR {data} is not writable: the prepared dataset is cached in "

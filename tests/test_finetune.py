@@ -9,14 +9,14 @@ import numpy as np
 import optuna
 import pytest
 
-from storage.errors import UserError
-from search.command_line.main import parse_args
-from search.trials.study import get_space
-from spaces.backbones import ZOO, WeightsUnavailable, blocks
-from spaces.catalog import BACKBONE_FAMILIES, parse_backbones
-from spaces.finetune import tunable_layers
+from imgsearch.storage.errors import UserError
+from imgsearch.command_line.main import parse_args
+from imgsearch.trials.study import get_space
+from imgsearch.spaces.backbones import ZOO, WeightsUnavailable, blocks
+from imgsearch.spaces.catalog import BACKBONE_FAMILIES, parse_backbones
+from imgsearch.spaces.finetune import tunable_layers
 from conftest import new_search
-from search import records
+from imgsearch import records
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -187,7 +187,7 @@ def test_parse_backbones():
 
 def test_real_imagenet_weights_transfer(shared_dir, shared_weights, tmp_path):
     """MobileNet v1 0.25 with its real ImageNet weights, frozen, 3 epochs at 128 px on the Tiny ImageNet sample."""
-    from search.datasets import DatasetSpec
+    from imgsearch.datasets import DatasetSpec
 
     (tmp_path / "tiny-imagenet-200.zip").symlink_to(shared_dir / "datasets" / "tiny-imagenet-sample.zip")
     data = DatasetSpec("tinyimagenet").load(tmp_path)
@@ -213,9 +213,9 @@ def test_search_records_both_phases_and_exports_a_model_for_raw_uint8(runs_env, 
 
     from mlflow.tracking import MlflowClient
 
-    from search.command_line.main import main
-    from search.datasets import DatasetSpec
-    from storage.urls import default_storage_url
+    from imgsearch.command_line.main import main
+    from imgsearch.datasets import DatasetSpec
+    from imgsearch.storage.urls import default_storage_url
     from conftest import run_cli
 
     env = {**runs_env, "DATASET": "digits", "SPACE": "finetune", "WEIGHTS": "none", "BACKBONES": "mobilenet_0.25",
@@ -267,7 +267,7 @@ def test_search_stops_at_once_when_no_backbone_can_load(runs_env, tmp_path):
 
 
 def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weights, digits):
-    from search.records import FAIL_REASON_ATTR
+    from imgsearch.records import FAIL_REASON_ATTR
 
     space = get_space("finetune", backbones="mobilenet_0.25,mobilenet_v3_small", weights_dir=str(shared_weights))
     search = new_search(tmp_path, digits, space, epochs=1, pruner=optuna.pruners.NopPruner())
@@ -285,8 +285,8 @@ def test_a_trial_whose_backbone_has_no_weights_fails_alone(tmp_path, shared_weig
 
 def test_a_resumed_study_keeps_its_recorded_backbones(shared_weights, tmp_path):
     """The family is expanded once, when the study is created; resuming uses the record, folders may differ."""
-    from search.records import SPACE_OPTIONS
-    from search.trials.study import resolve_space
+    from imgsearch.records import SPACE_OPTIONS
+    from imgsearch.trials.study import resolve_space
 
     settings = {"space": "finetune"}
     created = resolve_space(settings, {"backbones": "mobilenet", "weights_dir": str(shared_weights)}, False, "s")

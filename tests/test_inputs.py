@@ -20,10 +20,10 @@ import psutil
 import pytest
 
 from conftest import REPO
-from search.command_line.main import main
-from search.trials.study import get_space
-from storage.urls import default_storage_url
-from storage.files import HOST
+from imgsearch.command_line.main import main
+from imgsearch.trials.study import get_space
+from imgsearch.storage.urls import default_storage_url
+from imgsearch.storage.files import HOST
 from conftest import run_cli
 
 BAD_VALUES = [
@@ -60,7 +60,7 @@ def test_a_bad_value_is_one_line_and_exit_2_before_anything_is_created(runs_env,
 
 def test_the_checks_import_neither_tensorflow_nor_mlflow():
     """What makes a bad value answer in well under 2 s, with no TensorFlow start-up lines."""
-    script = ("import sys; from search.command_line.main import main\n"
+    script = ("import sys; from imgsearch.command_line.main import main\n"
               "for args in (['--seed', '-5'], ['--study', 'a/b'], ['--mlflow-tracking-uri', 'file:///x']):\n"
               "    assert main(['search', '--dataset', 'digits', *args]) == 2\n"
               "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'mlflow', 'jax'}))")
@@ -91,7 +91,7 @@ def test_two_searches_started_at_once_on_a_new_runs_dir_both_finish(runs_env):
         path.write_bytes(b"half")
 
     env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "cnn", "TRIALS": "2", "EPOCHS": "1"}
-    searches = [subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env, text=True,
+    searches = [subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     outputs = [search.communicate(timeout=600) for search in searches]
     for search, (_, err) in zip(searches, outputs):
@@ -160,7 +160,7 @@ def test_a_full_disk_during_export_keeps_the_old_model_and_says_so(runs_env, tmp
 
 def test_a_full_disk_during_the_search_stops_it_at_once_and_keeps_the_finished_trials(runs_env, tmp_path, capsys,
                                                                                      monkeypatch):
-    from search.results.checkpoints import BestCheckpoint
+    from imgsearch.results.checkpoints import BestCheckpoint
 
     offer, offers = BestCheckpoint.offer, []
 
@@ -192,7 +192,7 @@ def test_a_full_disk_during_the_search_stops_it_at_once_and_keeps_the_finished_t
 
 
 def test_a_truncated_weights_file_stops_the_search_before_the_study_exists(runs_env, shared_weights, tmp_path, capsys):
-    from spaces.backbones import ZOO
+    from imgsearch.spaces.backbones import ZOO
 
     name = ZOO["mobilenet_0.25"].weights_file
     weights = tmp_path / "weights"
@@ -223,7 +223,7 @@ def test_kill_9_while_decoding_tiny_imagenet_leaves_no_decoder_running(runs_env,
     monkeypatch.setattr(conftest, "jpeg_bytes", lambda seed, size=64: buffer.getvalue())
     conftest.make_tiny_tree(Path(runs_env["DATA_DIR"]), classes=("n001", "n002"), per_class=1500)
     env = {**os.environ, **runs_env, "DATASET": "tinyimagenet", "TRIALS": "1"}
-    search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env,
+    search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         parent, decoders, deadline = psutil.Process(search.pid), [], time.monotonic() + 300

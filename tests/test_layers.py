@@ -1,18 +1,25 @@
 """The packages depend one way: search -> spaces -> storage, and search -> storage; inside search,
-the command line -> the trial engine -> results -> datasets, settings and records."""
+the Python API -> the command line's commands -> the trial engine -> results -> datasets, settings and records.
+
+The three folders are one import name, ``imgsearch`` (search/ is ``imgsearch``, spaces/ and
+storage/ are ``imgsearch.spaces`` and ``imgsearch.storage``): pyproject.toml maps them."""
 
 import ast
+import tomllib
 
 import pytest
 
 from conftest import REPO
+
+# Where each imgsearch subpackage's folder is (the rest of imgsearch is search/).
+FOLDERS = {"imgsearch.spaces": "spaces", "imgsearch.storage": "storage"}
 
 # What each package may import of ours.
 ALLOWED = {"storage": {"storage"}, "spaces": {"spaces", "storage"}}
 
 
 # Inside search, bottom first: what each part may import of search.
-SEARCH_LAYERS = ("records", "settings", "datasets", "results", "trials", "command_line")
+SEARCH_LAYERS = ("records", "settings", "datasets", "results", "trials", "command_line", "api")
 
 
 def imported_modules(path) -> set[str]:
@@ -27,16 +34,50 @@ def imported_modules(path) -> set[str]:
     return names
 
 
+def folder_of(module: str) -> str | None:
+    """The folder of ours that ``module`` lives in (search, spaces or storage), None if not ours."""
+    parts = module.split(".")
+    if parts[0] != "imgsearch":
+        return None
+    return FOLDERS.get(".".join(parts[:2]), "search")
+
+
 def imported_packages(path) -> set[str]:
-    return {name.split(".")[0] for name in imported_modules(path)}
+    return {folder_of(name) for name in imported_modules(path)} - {None}
+
+
+def python_files():
+    return [path for folder in ("search", "spaces", "storage", "tests", "benchmarks")
+            for path in sorted((REPO / folder).rglob("*.py"))]
+
+
+def test_nothing_imports_the_folders_by_their_own_names():
+    """``import search`` would load a second copy of a module under another name (and fails
+    where the project is installed, which puts only ``imgsearch`` on the path)."""
+    wrong = {str(path.relative_to(REPO)): sorted(name for name in imported_modules(path)
+                                                  if name.split(".")[0] in ("search", "spaces", "storage"))
+             for path in python_files()}
+    assert {path: names for path, names in wrong.items() if names} == {}
+
+
+def test_the_installed_packages_are_every_folder_of_ours():
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapping = config["package-dir"]
+    assert mapping == {"imgsearch": "search", **FOLDERS}
+    folders = {path.parent.relative_to(REPO).as_posix() for folder in set(mapping.values())
+               for path in (REPO / folder).rglob("__init__.py")}
+    installed = set()
+    for package in config["packages"]:
+        parent = max((name for name in mapping if package == name or package.startswith(name + ".")), key=len)
+        installed.add("/".join([mapping[parent], *package[len(parent):].split(".")[1:]]))
+    assert installed == folders
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_a_lower_package_imports_no_package_above_it(package):
-    ours = {"search", "spaces", "storage"}
     modules = sorted((REPO / package).rglob("*.py"))
     assert modules
-    wrong = {str(path.relative_to(REPO)): sorted(imported_packages(path) & ours - ALLOWED[package])
+    wrong = {str(path.relative_to(REPO)): sorted(imported_packages(path) - ALLOWED[package])
              for path in modules}
     assert {path: names for path, names in wrong.items() if names} == {}
 
@@ -48,6 +89,6 @@ def test_inside_search_a_lower_part_imports_no_part_above_it(layer):
     modules = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
     assert modules and all(path.is_file() for path in modules)
     wrong = {str(path.relative_to(REPO)): sorted(name for name in imported_modules(path)
-                                                  if name.startswith("search.") and name.split(".")[1] in above)
+                                                  if folder_of(name) == "search" and name.split(".")[1] in above)
              for path in modules}
     assert {path: names for path, names in wrong.items() if names} == {}

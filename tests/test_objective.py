@@ -8,9 +8,9 @@ from mlflow.tracking import MlflowClient
 
 from conftest import GOOD_MLP as GOOD
 from conftest import new_search, trial_runs
-from search import records
-from search.results.mlflow_runs import Tracker
-from storage.reconnect import DatabaseLost
+from imgsearch import records
+from imgsearch.results.mlflow_runs import Tracker
+from imgsearch.storage.reconnect import DatabaseLost
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -50,7 +50,7 @@ def test_a_trial_too_slow_for_max_epoch_seconds_is_pruned_within_its_first_epoch
 
 
 def test_the_epoch_timer_projects_an_epoch_from_its_batches_after_the_first(monkeypatch):
-    from search.trials import training
+    from imgsearch.trials import training
 
     clock = iter([0.0, 5.0, 6.0, 7.0, 8.0, 9.0])  # epoch begins; a 5 s first batch; then 1 s a batch
     monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
@@ -68,8 +68,8 @@ def test_the_epoch_timer_projects_an_epoch_from_its_batches_after_the_first(monk
 def test_a_later_phases_first_epoch_that_would_end_past_the_deadline_stops_after_its_first_batches(monkeypatch):
     import types
 
-    from search.trials import training
-    from search.trials.budget import EpochPlan
+    from imgsearch.trials import training
+    from imgsearch.trials.budget import EpochPlan
 
     clock = iter([0.0, 0.0, 5.0, 6.0, 7.0, 8.0])  # created; epoch begins; a 5 s first batch; then 1 s a batch
     monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
@@ -123,7 +123,7 @@ def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
 def test_an_out_of_memory_trial_fails_alone_and_the_study_goes_on(tmp_path, digits):
     import keras
 
-    from spaces.mlp import MLPSpace
+    from imgsearch.spaces.mlp import MLPSpace
 
     class HugeFirstTrial(MLPSpace):
         """Trial 0 builds two 2^20-unit dense layers: a 2^20 x 2^20 kernel needs 4 TiB."""
@@ -147,7 +147,7 @@ def test_an_out_of_memory_trial_fails_alone_and_the_study_goes_on(tmp_path, digi
 
 
 def test_a_trial_started_once_the_target_is_taken_is_surplus_and_not_counted(tmp_path, digits):
-    from search.trials.trial_target import finished_count, surplus_reason
+    from imgsearch.trials.trial_target import finished_count, surplus_reason
 
     search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
     study, tracker, objective = search.study, search.tracker, search.objective

@@ -10,13 +10,13 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from search.command_line.main import parse_args
-from search.settings import BY_NAME, SETTINGS, STUDY_KEYS, markdown_table, space_defaults
-from storage.errors import UserError
+from imgsearch.command_line.main import parse_args
+from imgsearch.settings import BY_NAME, SETTINGS, STUDY_KEYS, markdown_table, space_defaults
+from imgsearch.storage.errors import UserError
 
 
 def test_the_readme_table_is_the_declaration():
-    assert markdown_table() in (REPO / "README.md").read_text(), "run `python -m search.settings` for the table"
+    assert markdown_table() in (REPO / "README.md").read_text(), "run `python -m imgsearch.settings` for the table"
 
 
 def test_every_setting_is_a_flag_and_a_variable_checked_the_same_way(monkeypatch):
@@ -36,8 +36,8 @@ def test_every_setting_is_a_flag_and_a_variable_checked_the_same_way(monkeypatch
 
 
 def test_each_space_option_is_a_field_of_its_space_and_takes_its_declared_default():
-    from search.trials.study import get_space
-    from spaces import SPACES
+    from imgsearch.trials.study import get_space
+    from imgsearch.spaces import SPACES
 
     for name, cls in SPACES.items():
         assert [f.name for f in dataclasses.fields(cls)] == list(space_defaults(name)), name
@@ -49,15 +49,15 @@ def test_each_space_option_is_a_field_of_its_space_and_takes_its_declared_defaul
 def test_the_storage_layers_own_retry_default_is_db_retrys():
     """The storage layer (which imports nothing from search) keeps its own default, for the
     commands that do not pass DB_RETRY (report, dashboard); it must say the same."""
-    from storage.optuna_storage import DEFAULT_DB_RETRY_S
+    from imgsearch.storage.optuna_storage import DEFAULT_DB_RETRY_S
 
     assert BY_NAME["db_retry"].default == DEFAULT_DB_RETRY_S
 
 
 def test_the_written_out_choices_are_the_registries():
-    from search.datasets import DATASETS
-    from search.trials.study import PRUNERS, SAMPLERS
-    from spaces import SPACES
+    from imgsearch.datasets import DATASETS
+    from imgsearch.trials.study import PRUNERS, SAMPLERS
+    from imgsearch.spaces import SPACES
 
     assert BY_NAME["dataset"].choices == DATASETS and BY_NAME["space"].choices == tuple(SPACES)
     assert BY_NAME["sampler"].choices == tuple(SAMPLERS) and BY_NAME["pruner"].choices == tuple(PRUNERS)

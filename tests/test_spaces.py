@@ -6,9 +6,9 @@ import numpy as np
 import optuna
 import pytest
 
-from storage.errors import UserError
-from search.trials.study import get_space
-from spaces import SPACES
+from imgsearch.storage.errors import UserError
+from imgsearch.trials.study import get_space
+from imgsearch.spaces import SPACES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -100,7 +100,7 @@ def test_fixed_trial_replays_the_same_architecture():
 def test_label_smoothing_loss_matches_keras_categorical():
     import keras
 
-    from spaces.common import SparseCrossentropyWithSmoothing
+    from imgsearch.spaces.common import SparseCrossentropyWithSmoothing
 
     y_pred = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype="float32")
     y_true = np.array([0, 2])

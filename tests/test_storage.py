@@ -9,11 +9,11 @@ import optuna
 import pytest
 import sqlalchemy
 
-from storage.errors import UserError
-from storage.layout import RunsLayout
-from storage.mlflow_store import local_tracking_uri
-from storage.optuna_storage import open_storage
-from storage.urls import default_storage_url, mask_url
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.layout import RunsLayout
+from imgsearch.storage.mlflow_store import local_tracking_uri
+from imgsearch.storage.optuna_storage import open_storage
+from imgsearch.storage.urls import default_storage_url, mask_url
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -18,10 +18,10 @@ import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 
 from conftest import POSTGRES_URL, REPO
-from search.trials.stale_trials import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
-from search.trials.trial_target import counts
-from storage.urls import default_storage_url
-from search import records
+from imgsearch.trials.stale_trials import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
+from imgsearch.trials.trial_target import counts
+from imgsearch.storage.urls import default_storage_url
+from imgsearch import records
 
 
 def search_env(runs_env: dict, study: str, **settings: str) -> dict:
@@ -51,7 +51,7 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes
     env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="4", WORKERS="3", HEARTBEAT="1", SEED="0")
     log = Path(runs_env["RUNS_DIR"]).parent / "search.log"
     with log.open("w") as out_file:  # a file, not a pipe nobody reads while the search runs
-        search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env,
+        search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env,
                                   stdout=out_file, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     victim = None
@@ -132,7 +132,7 @@ def test_a_stale_trial_is_queued_again_only_while_the_study_needs_it(tmp_path, t
 
 
 def test_once_the_target_is_reached_a_waiting_copy_of_a_dead_trial_is_retired_and_the_portfolio_kept(tmp_path):
-    from search.trials.stale_trials import retire_unneeded_retries
+    from imgsearch.trials.stale_trials import retire_unneeded_retries
 
     storage = optuna.storages.RDBStorage(default_storage_url(tmp_path / "optuna.db"))
     study = optuna.create_study(storage=storage)
@@ -157,7 +157,7 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
            "PRUNER": "none", "SEED": "0"}
     stderr = tmp_path / "stderr.txt"
     with stderr.open("w") as err_file:  # a file, not a pipe nobody reads while the search runs
-        search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env,
+        search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env,
                                   stdout=subprocess.DEVNULL, stderr=err_file)
     db = Path(runs_env["RUNS_DIR"]) / "optuna.db"
     storage = default_storage_url(db)
@@ -188,7 +188,7 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
     assert run.info.status == "FAILED"
     if sent == signal.SIGINT:  # interrupted, not judged: a resumed search runs it again (a portfolio trial here)
         assert "fixed_params" in closed.system_attrs
-        resumed = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env={**env, "TRIALS": "1"},
+        resumed = subprocess.run([sys.executable, "-m", "imgsearch"], cwd=REPO, env={**env, "TRIALS": "1"},
                                  capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         retry = [t for t in optuna.load_study(study_name="digits-mlp", storage=storage).trials
@@ -201,7 +201,7 @@ def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_pa
            "EPOCHS": "1", "WORKERS": "4"}
     log = tmp_path / "search.log"
     with log.open("w") as out_file:
-        done = subprocess.run([sys.executable, "-m", "search"], cwd=REPO, env=env, stdout=out_file,
+        done = subprocess.run([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, stdout=out_file,
                               stderr=subprocess.STDOUT, timeout=600)
     out = log.read_text()
     assert done.returncode == 0, out[-3000:]
@@ -217,7 +217,7 @@ def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_pa
 
 def test_a_running_trial_left_without_heartbeats_does_not_stall_a_resumed_search(runs_env):
     """A RUNNING trial from a process that sent no heartbeats never goes stale; the search must not wait for it."""
-    from search.command_line.main import main
+    from imgsearch.command_line.main import main
 
     argv = ["--dataset", "digits", "--space", "mlp", "--pruner", "none", "--epochs", "1"]
     assert main([*argv, "--trials", "1"]) == 0
@@ -241,7 +241,7 @@ def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_
                      MLFLOW_TRACKING_URI=mlflow_server.replace("//", f"//someone:{tracking_password}@"),
                      STORAGE=f"postgresql://postgres:{password}@127.0.0.1:5432/test",
                      CUDA_VISIBLE_DEVICES="3,5")  # no such GPUs: Keras runs on the CPU, the ids are still handed out
-    search = subprocess.Popen([sys.executable, "-m", "search"], cwd=REPO, env=env, text=True,
+    search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     command_lines, workers_seen = set(), 0
     while search.poll() is None:  # every process's command line, as ps shows them, while the workers run

@@ -1,5 +1,6 @@
-"""What each CLI command does: search (then export and evaluate), worker, export, evaluate,
-report, clean (and ``dashboards.py``: dashboard, mlflow).
+"""What each command does: search (then export and evaluate), worker, export, evaluate, predict,
+report, clean (and ``dashboards.py``: dashboard, mlflow). Each takes the resolved settings
+(``search.settings.resolve``); the command line and the Python API (``search/api.py``) call them.
 
 Everything a command can check without TensorFlow is checked first: RUNS_DIR, the study
 database, the study's record and the settings against it. Keras, MLflow and the spaces are
@@ -18,15 +19,18 @@ from pathlib import Path
 
 import optuna
 
-from search.command_line.dashboards import dashboard, mlflow  # noqa: F401  (commands too)
-from search.command_line.local_workers import check_worker_count, run_local_workers, worker_environment
-from search.datasets import Dataset, DatasetSpec
-from search.records import INTERRUPTED_ATTR, RETRY_OF_ATTR
-from search.settings import SETTINGS, STUDY_KEYS, default
-from storage.errors import UserError
-from storage.layout import RunsLayout
-from storage.optuna_storage import open_storage
-from storage.urls import default_storage_url, mask_url
+from imgsearch.command_line.dashboards import dashboard, mlflow  # noqa: F401  (commands too)
+from imgsearch.command_line.local_workers import check_worker_count, run_local_workers, worker_environment
+from imgsearch.datasets import Dataset, DatasetSpec
+from imgsearch.datasets.arrays import NAME as ARRAYS
+from imgsearch.records import FINGERPRINT, INTERRUPTED_ATTR, MODEL_FILE, RETRY_OF_ATTR
+from imgsearch.settings import SETTINGS, STUDY_KEYS, default
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.layout import RunsLayout
+from imgsearch.storage.optuna_storage import open_storage
+from imgsearch.storage.urls import default_storage_url, mask_url
+
+PREDICTIONS_SHOWN = 20  # images `predict` prints; the CSV has them all
 
 # Set for the processes a search continues in (TRIALS_PER_PROCESS): the BUDGET it began with.
 BUDGET_TOTAL = "IMGSEARCH_BUDGET_TOTAL"
@@ -56,42 +60,44 @@ class Context:
     study_name: str
     settings: dict
     exists: bool
-    spec: DatasetSpec
+    spec: DatasetSpec | None  # None for a study on arrays
     space: object  # a spaces.SearchSpace
     data_dir: Path
     tracking_uri: str
+    arrays: Dataset | None = None  # the Python API's arrays (search/datasets/arrays.py)
 
     @property
     def params(self) -> dict:
         """The study's settings and its space's, flat: what every MLflow run logs as fixed params."""
-        from search.trials.study import run_params
+        from imgsearch.trials.study import run_params
 
         return run_params(self.settings, self.space)
 
     def load_data(self) -> Dataset:
-        return self.spec.load(self.data_dir)
+        return self.arrays if self.arrays is not None else self.spec.load(self.data_dir)
 
     def open_study(self) -> optuna.Study:
-        from search.trials.study import open_study
+        from imgsearch.trials.study import open_study
 
         return open_study(self.storage, self.study_name, self.settings, self.exists)
 
     def checkpoint(self):
-        from search.results.checkpoints import BestCheckpoint
+        from imgsearch.results.checkpoints import BestCheckpoint
 
         return BestCheckpoint(self.layout.checkpoints(self.study_name))
 
     def tracker(self, study: optuna.Study):
-        from search.results.mlflow_runs import Tracker
+        from imgsearch.results.mlflow_runs import Tracker
 
         # A tracking server stores artifacts itself; any other store keeps them in RUNS_DIR.
         served = self.tracking_uri.startswith(("http://", "https://", "databricks"))
         return Tracker(self.tracking_uri, study, self.params, None if served else self.layout.mlflow_artifacts)
 
 
-def _context(args: argparse.Namespace, creating: bool) -> Context:
+def _context(args: argparse.Namespace, creating: bool, arrays: Dataset | None = None) -> Context:
     """The command's context. Only ``search`` (``creating``) creates RUNS_DIR and the default
-    study database; the others find them or stop with one line, leaving nothing behind."""
+    study database; the others find them or stop with one line, leaving nothing behind.
+    ``arrays``: the data of a study on arrays (``Dataset.fingerprint`` names them)."""
     layout = RunsLayout(Path(args.runs_dir))
     if not creating and not args.storage:
         layout.check_study_db()
@@ -105,7 +111,7 @@ def _context(args: argparse.Namespace, creating: bool) -> Context:
             layout.check_not_empty()
         storage = open_storage(storage_url, heartbeat=args.heartbeat, retry_seconds=args.db_retry)
         # and one reading the study while another is creating it would find it without its settings
-        return _resolve(args, creating, layout, storage_url, storage)
+        return _resolve(args, creating, layout, storage_url, storage, arrays)
 
 
 def _study_names(storage: optuna.storages.BaseStorage, storage_url: str) -> list[str]:
@@ -116,33 +122,58 @@ def _study_names(storage: optuna.storages.BaseStorage, storage_url: str) -> list
         raise UserError(f"cannot read the studies in {mask_url(storage_url)}: {cause}") from None
 
 
-def _resolve(args: argparse.Namespace, creating: bool, layout: RunsLayout, storage_url: str,
-             storage: optuna.storages.BaseStorage) -> Context:
-    from search.trials.study import resolve_settings, resolve_space
-
-    study_name = args.study or (f"{args.dataset}-{args.space or default('space')}" if args.dataset else None)
-    names = _study_names(storage, storage_url)
-    if study_name is None:
+def study_name(args: argparse.Namespace, names: list[str], creating: bool, storage_url: str) -> str:
+    """The study a command is about: STUDY, else ``<dataset>-<space>``, else the only study there."""
+    name = args.study or (f"{args.dataset}-{args.space or default('space')}" if args.dataset else None)
+    if name is None:
         if creating or len(names) != 1:
             raise UserError(f"set DATASET or STUDY (studies in {mask_url(storage_url)}: {', '.join(names) or 'none'})")
-        study_name = names[0]
-    if not creating and study_name not in names:
-        raise UserError(f"no study {study_name!r} in {mask_url(storage_url)} (there: {', '.join(names) or 'none'})")
+        name = names[0]
+    if not creating and name not in names:
+        raise UserError(f"no study {name!r} in {mask_url(storage_url)} (there: {', '.join(names) or 'none'})")
+    return name
+
+
+def _resolve(args: argparse.Namespace, creating: bool, layout: RunsLayout, storage_url: str,
+             storage: optuna.storages.BaseStorage, arrays: Dataset | None) -> Context:
+    from imgsearch.trials.study import resolve_settings, resolve_space
+
+    if arrays is not None:
+        args = argparse.Namespace(**{**vars(args), "dataset": ARRAYS})
+    name = study_name(args, _study_names(storage, storage_url), creating, storage_url)
     given = {key: getattr(args, key) for key in STUDY_KEYS if getattr(args, key) is not None}
-    settings, exists = resolve_settings(storage, study_name, given)
-    spec = DatasetSpec(settings["dataset"], settings["image_size"], settings["labels"], settings["folder"])
-    spec.check_data_dir(Path(args.data_dir))
+    settings, exists = resolve_settings(storage, name, given)
+    spec = None
+    if settings["dataset"] == ARRAYS:
+        _check_arrays(settings, arrays, exists, name)
+        shape = arrays.image_shape
+    else:
+        spec = DatasetSpec(settings["dataset"], settings["image_size"], settings["labels"], settings["folder"])
+        spec.check_data_dir(Path(args.data_dir))
+        shape = (spec.size, spec.size, 3)
     option_names = {s.name for s in SETTINGS if s.space}
     given_options = {name: getattr(args, name) for name in option_names if getattr(args, name, None) is not None}
-    space = resolve_space(settings, given_options, exists, study_name)  # imports the space: Keras from here on
-    space.check_image_size((spec.size, spec.size, 3), settings["space"])
+    space = resolve_space(settings, given_options, exists, name)  # imports the space: Keras from here on
+    space.check_image_size(shape, settings["space"])
     tracking_uri = args.mlflow_tracking_uri or _local_tracking_uri(layout)
-    return Context(layout, storage_url, storage, study_name, settings, exists, spec, space,
-                   Path(args.data_dir), tracking_uri)
+    return Context(layout, storage_url, storage, name, settings, exists, spec, space,
+                   Path(args.data_dir), tracking_uri, arrays)
+
+
+def _check_arrays(settings: dict, arrays: Dataset | None, exists: bool, name: str) -> None:
+    """A study on arrays goes on only with the same arrays: a new one records their fingerprint."""
+    if arrays is None:
+        raise UserError(f"study {name!r} was made from NumPy arrays in Python; its data is not on disk: "
+                        "use imgsearch.search(x_train, y_train, ...) with the same arrays")
+    if not exists:
+        settings[FINGERPRINT] = arrays.fingerprint
+    elif settings.get(FINGERPRINT) != arrays.fingerprint:
+        raise UserError(f"study {name!r} was made from other arrays (fingerprint {settings.get(FINGERPRINT)}, "
+                        f"these are {arrays.fingerprint}); give study= a new name to search on these")
 
 
 def _local_tracking_uri(layout: RunsLayout) -> str:
-    from storage.mlflow_store import local_tracking_uri
+    from imgsearch.storage.mlflow_store import local_tracking_uri
 
     return local_tracking_uri(layout)
 
@@ -171,19 +202,32 @@ def _queue_again_what_was_interrupted(study: optuna.Study) -> list[int]:
     return [t.number for t in again]
 
 
-def search(args: argparse.Namespace) -> int:
+@dataclass
+class Outcome:
+    """What a search leaves: the study, the exported model's path and its evaluation on the test split."""
+
+    study: optuna.Study
+    model_path: Path
+    evaluation: dict
+
+
+def search(args: argparse.Namespace, arrays: Dataset | None = None) -> Outcome:
     """Add trials until the study has TRIALS finished ones or BUDGET runs out, then export and evaluate.
 
     With WORKERS=N the trials run in N local ``worker`` processes (one GPU each when GPUs
     are visible) while this one waits; it creates the study first, so they all join it.
+    ``arrays``: search on these (the Python API) rather than on DATASET.
     """
-    from search.trials.budget import Budget
-    from search.trials.trial_target import finished_count, reached
+    from imgsearch.trials.budget import Budget
+    from imgsearch.trials.trial_target import finished_count, reached
 
     if args.workers > 1:
         check_worker_count(args.workers)
+        if arrays is not None:
+            raise UserError("workers=N > 1 needs data on disk (the workers are processes of their own): "
+                            "search on arrays with one worker, or save them as a folder dataset")
     trials = _trial_target(args)
-    ctx = _context(args, creating=True)
+    ctx = _context(args, creating=True, arrays=arrays)
     for note in ctx.space.check_ready():
         print(f"note: {note}", flush=True)
     data = ctx.load_data()
@@ -227,12 +271,12 @@ def search(args: argparse.Namespace) -> int:
         total = float(os.environ.get(BUDGET_TOTAL) or budget.seconds)  # as it began, before any restart
         print(f"time: {total - max(0.0, budget.left()):.0f} s of the {total:g} s budget searching, "
               f"then {time.monotonic() - after:.0f} s exporting and evaluating")
-    return 0
+    return Outcome(study, model_path, result)
 
 
 def worker(args: argparse.Namespace) -> int:
     """Join an existing study and add trials until it has TRIALS finished ones or BUDGET runs out."""
-    from search.trials.budget import Budget
+    from imgsearch.trials.budget import Budget
 
     trials = _trial_target(args)
     ctx = _context(args, creating=False)
@@ -248,7 +292,7 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def _announce(ctx: Context, study: optuna.Study, data: Dataset, trials: int) -> None:
-    from search.trials.trial_target import finished_count
+    from imgsearch.trials.trial_target import finished_count
 
     target = f"/{trials}" if trials is not None else ""
     print(f"study {ctx.study_name} in {mask_url(ctx.storage_url)}: {finished_count(study)}{target} trials finished | "
@@ -260,8 +304,8 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
                 tracker, budget) -> None:
     """This process's share of the search (``Search``). Raises RestartProcess after
     TRIALS_PER_PROCESS trials, UserError when trials keep failing."""
-    from search.trials.engine import Search, Stop
-    from search.trials.process_restart import RestartProcess
+    from imgsearch.trials.engine import Search, Stop
+    from imgsearch.trials.process_restart import RestartProcess
 
     search = Search(study, ctx.storage, ctx.space, data, tracker, ctx.checkpoint(),
                     epochs=ctx.settings["epochs"], fixed=ctx.params, seed=ctx.settings["seed"], target=trials,
@@ -276,20 +320,20 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
 
 
 def _best_trial(study: optuna.Study):
-    from search.results.checkpoints import best_trial
+    from imgsearch.results.checkpoints import best_trial
 
     return best_trial(study)
 
 
 def _export(ctx: Context, study, tracker, data) -> Path:
-    from search.results.export import export_best
+    from imgsearch.results.export import export_best
 
     return export_best(study, ctx.checkpoint(), ctx.layout.exports(ctx.study_name), tracker, data, ctx.settings)
 
 
 def _evaluate(ctx: Context, tracker, data: Dataset) -> dict:
-    from search.results.evaluate import evaluate_model
-    from search.results.export import MODEL_FILE
+    from imgsearch.results.evaluate import evaluate_model
+    from imgsearch.records import MODEL_FILE
 
     model_path = ctx.layout.exports(ctx.study_name) / MODEL_FILE
     if not model_path.is_file():
@@ -303,7 +347,7 @@ def _evaluate(ctx: Context, tracker, data: Dataset) -> dict:
 def _export_and_evaluate(ctx: Context, study, tracker, data) -> tuple[Path, dict]:
     """Export then evaluate, a signal taking effect after both (Python's KeyboardInterrupt raised
     inside TensorFlow's predict breaks its state: SystemError); a second one stops at once."""
-    from search.trials import signals
+    from imgsearch.trials import signals
 
     with signals.deferred():
         path = _export(ctx, study, tracker, data)
@@ -314,7 +358,7 @@ def _export_and_evaluate(ctx: Context, study, tracker, data) -> tuple[Path, dict
 
 def export(args: argparse.Namespace) -> int:
     """Write RUNS_DIR/exports/<study>/model.keras from the best trial and register it in MLflow."""
-    from search.trials import signals
+    from imgsearch.trials import signals
 
     ctx = _context(args, creating=False)
     study = ctx.open_study()
@@ -330,7 +374,7 @@ def export(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     """Score the exported model on the test split: evaluation.json + confusion_matrix.png."""
-    from search.trials import signals
+    from imgsearch.trials import signals
 
     ctx = _context(args, creating=False)
     study = ctx.open_study()
@@ -342,6 +386,40 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def exported_model(args: argparse.Namespace) -> Path:
+    """MODEL, else the export of the study (STUDY, ``<dataset>-<space>``, or the only one)."""
+    if args.model:
+        return Path(args.model)
+    layout = RunsLayout(Path(args.runs_dir))
+    if not args.storage:
+        layout.check_study_db()
+    storage_url = args.storage or default_storage_url(layout.study_db)
+    storage = open_storage(storage_url, retry_seconds=args.db_retry)
+    name = study_name(args, _study_names(storage, storage_url), False, storage_url)
+    path = layout.exports(name) / MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"study {name!r} has no exported model at {path}; run `make export` first, or set MODEL")
+    return path
+
+
+def predict(args: argparse.Namespace):
+    """Print each image's TOP_K classes and write them all to PREDICTIONS (a CSV): a pandas DataFrame."""
+    from imgsearch.results.predict import Classifier, predict_files, write_csv
+
+    if not args.images:
+        raise UserError("set IMAGES to an image file, a folder of images or a zip of them")
+    model_path = exported_model(args)
+    table = predict_files(Classifier(model_path), args.images, args.top_k)
+    out = write_csv(table, Path(args.predictions) if args.predictions else Path(args.runs_dir) / "predictions.csv")
+    shown = min(len(table), PREDICTIONS_SHOWN)
+    for row in table.head(shown).itertuples(index=False):
+        ranked = ", ".join(f"{row[i]} {row[i + 1]:.3f}" for i in range(1, len(row), 2))
+        print(f"{row[0]}: {ranked}")
+    more = f" ({len(table) - shown} more there)" if len(table) > shown else ""
+    print(f"predictions of {model_path} for {len(table)} images: {out}{more}")
+    return table
+
+
 def report(args: argparse.Namespace) -> int:
     """Write one HTML file on every study in the study database and its MLflow runs."""
     layout = RunsLayout(Path(args.runs_dir))
@@ -350,7 +428,7 @@ def report(args: argparse.Namespace) -> int:
     out = Path(args.report) if args.report else layout.root / "report.html"
     if out.is_dir():
         raise UserError(f"REPORT {out} is a folder; give the HTML file to write, e.g. REPORT={out / 'report.html'}")
-    from search.results.report import write_report
+    from imgsearch.results.report import write_report
 
     with layout.readable_copy() as readable:  # a read-only RUNS_DIR (copied, say) is read from a copy
         storage_url = args.storage or default_storage_url(readable.study_db)

@@ -1,4 +1,4 @@
-"""``python -m search dashboard|mlflow``: the Optuna dashboard and the MLflow UI on the stores a
+"""``python -m imgsearch dashboard|mlflow``: the Optuna dashboard and the MLflow UI on the stores a
 search uses (``make dashboard``, ``make mlflow``, the compose services).
 
 The database URLs come from the environment (STORAGE, MLFLOW_TRACKING_URI, RUNS_DIR) and go
@@ -25,12 +25,12 @@ from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from search.records import OBJECTIVE_METRIC
-from storage.errors import UserError
-from storage.layout import RunsLayout
-from storage.mlflow_store import local_tracking_uri
-from storage.optuna_storage import open_storage
-from storage.urls import default_storage_url, mask_url
+from imgsearch.records import OBJECTIVE_METRIC
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.layout import RunsLayout
+from imgsearch.storage.mlflow_store import local_tracking_uri
+from imgsearch.storage.optuna_storage import open_storage
+from imgsearch.storage.urls import default_storage_url, mask_url
 
 
 def _layout(args: argparse.Namespace) -> RunsLayout:

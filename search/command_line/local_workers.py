@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 
-from search.settings import SETTINGS
-from storage.errors import UserError
-from storage.machine import GIB, available_memory, die_with_parent
+from imgsearch.settings import SETTINGS
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.machine import GIB, available_memory, die_with_parent
 
 # Set in a local worker's environment: its number.
 LOCAL_WORKER = "IMGSEARCH_WORKER"
@@ -56,7 +56,7 @@ def worker_environment(args: argparse.Namespace) -> dict[str, str]:
 
 
 def run_local_workers(count: int, study: str, storage_url: str, settings_env: dict[str, str]) -> list[str]:
-    """Run ``count`` ``python -m search worker`` processes on ``study`` and wait for them.
+    """Run ``count`` ``python -m imgsearch worker`` processes on ``study`` and wait for them.
 
     Worker i sees only GPU i (modulo the GPUs visible); Ctrl-C or SIGTERM here is passed on
     to every worker, which closes its running trial, and the kernel sends them SIGTERM
@@ -70,7 +70,7 @@ def run_local_workers(count: int, study: str, storage_url: str, settings_env: di
         env = {**os.environ, **settings_env, "STUDY": study, "STORAGE": storage_url, LOCAL_WORKER: str(i)}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        processes.append(subprocess.Popen([sys.executable, "-m", "search", "worker"], env=env,
+        processes.append(subprocess.Popen([sys.executable, "-m", "imgsearch", "worker"], env=env,
                                           preexec_fn=lambda: die_with_parent(parent, signal.SIGTERM)))
     try:
         codes = [process.wait() for process in processes]

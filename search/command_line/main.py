@@ -1,4 +1,4 @@
-"""``python -m search [search|worker|export|evaluate|report|dashboard|mlflow]``: every setting is a flag or a variable.
+"""``imgsearch [search|worker|export|evaluate|predict|report|...]``: every setting is a flag or a variable.
 
 The settings are declared in ``search/settings.py``. Each flag ``--image-size`` also reads
 ``IMAGE_SIZE`` from the environment (make passes its command line's variables on); a flag
@@ -12,11 +12,11 @@ import argparse
 import os
 import sys
 
-from storage.errors import UserError
-from search.settings import COMMANDS, SETTINGS, TRAINING, help_text, misspelt
-from search.trials import signals
-from search.trials.signals import Terminated
-from search.trials.process_restart import RestartProcess
+from imgsearch.storage.errors import UserError
+from imgsearch.settings import COMMANDS, SETTINGS, TRAINING, help_text, misspelt, resolve
+from imgsearch.trials import signals
+from imgsearch.trials.signals import Terminated
+from imgsearch.trials.process_restart import RestartProcess
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,33 +25,34 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m search", description=__doc__.splitlines()[0])
+    """The command and every setting (``search.settings.resolve``, as the Python API takes them)."""
+    parser = _Parser(prog="imgsearch", description=__doc__.splitlines()[0])
     parser.add_argument("command", nargs="?", default="search", choices=COMMANDS)
     for setting in SETTINGS:
         text = os.environ.get(setting.env) or None
-        unset = setting.default if setting.unset_is_default else None
-        parser.add_argument(setting.flag, type=setting.kind, default=setting.parse(text) if text else unset,
+        parser.add_argument(setting.flag, type=setting.kind, default=setting.parse(text) if text else None,
                             help=help_text(setting))
-    args = parser.parse_args(argv)
-    for setting in SETTINGS:
-        if getattr(args, setting.name) is not None:
-            setting.validate(getattr(args, setting.name))
+    parsed = vars(parser.parse_args(argv))
+    command = parsed.pop("command")
+    args = resolve({name: value for name, value in parsed.items() if value is not None})
+    args.command = command
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = None
-    signals.install()
+    signals.install()  # for the process's life: the command line is the process
     try:
         if not os.environ.get("IMGSEARCH_WORKER"):  # a local worker's search has said it
             for line in misspelt(dict(os.environ)):
                 print(f"warning: {line}", file=sys.stderr, flush=True)
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        from search.command_line import commands
+        from imgsearch.command_line import commands
 
-        return getattr(commands, args.command)(args)
+        getattr(commands, args.command)(args)
+        return 0
     except RestartProcess as restart:
-        from search.command_line.commands import BUDGET_TOTAL
+        from imgsearch.command_line.commands import BUDGET_TOTAL
 
         again = (sys.argv[1:] if argv is None else list(argv))
         began = BUDGET_TOTAL not in os.environ
@@ -66,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                     os.environ.pop(BUDGET_TOTAL, None)
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "search", *again])
+        os.execv(sys.executable, [sys.executable, "-m", "imgsearch", *again])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a full disk, wherever a library met it, is the user's to fix: one line too
-        from storage.files import disk_full_message, is_disk_full
+        from imgsearch.storage.files import disk_full_message, is_disk_full
 
         if not is_disk_full(exc):
             raise

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from search.datasets.base import (CACHE_VERSION, SPLIT_SEED, Dataset, carve_validation, check_fits_in_memory,
+from imgsearch.datasets.base import (CACHE_VERSION, SPLIT_SEED, Dataset, carve_validation, check_fits_in_memory,
                                   check_labeled, load_cache, save_cache)
-from storage.errors import UserError
+from imgsearch.storage.errors import UserError
 
 NATIVE_SIZE = {"tinyimagenet": 64, "cifar10": 32, "cifar100": 32, "mnist": 28, "fashion_mnist": 28, "digits": 8, "folder": 64}
 DATASETS = tuple(NATIVE_SIZE)
@@ -47,7 +47,7 @@ class DatasetSpec:
     def cache_key(self) -> str:
         variant = self.labels if self.name == "cifar100" else ""
         if self.name == "folder":
-            from search.datasets.folder import fingerprint
+            from imgsearch.datasets.folder import fingerprint
 
             root = Path(self.folder).resolve()
             variant = hashlib.sha1(f"{root}|{fingerprint(root)}".encode()).hexdigest()[:12]
@@ -80,17 +80,17 @@ class DatasetSpec:
         return dataset
 
     def _prepare(self, data_dir: Path):
-        from search.datasets.images import resize_images
+        from imgsearch.datasets.images import resize_images
 
         if self.name == "tinyimagenet":
-            from search.datasets.tinyimagenet import load_tinyimagenet
+            from imgsearch.datasets.tinyimagenet import load_tinyimagenet
 
             return load_tinyimagenet(data_dir, self.size)
         if self.name == "folder":
-            from search.datasets.folder import load_folder
+            from imgsearch.datasets.folder import load_folder
 
             return load_folder(Path(self.folder), self.size)
-        from search.datasets import builtin
+        from imgsearch.datasets import builtin
 
         raw = builtin.load_digits() if self.name == "digits" else builtin.load_keras(self.name, self.labels)
         check_fits_in_memory(len(raw.x_train) + len(raw.x_test), self.size, raw.x_train.shape[-1])

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from storage.errors import UserError
-from storage.files import remove_leftovers, write_atomic
-from storage.machine import GIB, available_memory
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.files import remove_leftovers, write_atomic
+from imgsearch.storage.machine import GIB, available_memory
 
 # The validation split is carved with this seed whatever SEED is, so every trial,
 # worker and rerun of a study optimises on the same images.
@@ -48,6 +48,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     cache: Path | None = None  # the folder it was loaded from (spaces keep what they compute from it there)
+    fingerprint: str | None = None  # of the arrays it was made from, for a dataset of arrays (datasets/arrays.py)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

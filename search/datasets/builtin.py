@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from search.datasets.base import Labeled
-from storage.errors import UserError
+from imgsearch.datasets.base import Labeled
+from imgsearch.storage.errors import UserError
 
 CIFAR10 = "airplane automobile bird cat deer dog frog horse ship truck".split()
 FASHION = "t-shirt trouser pullover dress coat sandal shirt sneaker bag ankle-boot".split()

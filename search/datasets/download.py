@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from storage.errors import UserError
-from storage.files import DiskFull, is_disk_full
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.files import DiskFull, is_disk_full
 
 
 def md5sum(path: Path) -> str:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from search.datasets.base import Labeled
-from search.datasets.images import decode_images
-from storage.errors import UserError
+from imgsearch.datasets.base import Labeled
+from imgsearch.datasets.images import decode_images
+from imgsearch.storage.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 HELD_OUT_NAMES = ("validation", "test")

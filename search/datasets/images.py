@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from search.datasets.base import check_fits_in_memory
-from storage.errors import UserError
-from storage.machine import die_with_parent
+from imgsearch.datasets.base import check_fits_in_memory
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.machine import die_with_parent
 
 # More unreadable images than this fraction is an error rather than a warning.
 MAX_BAD_FRACTION = 0.01

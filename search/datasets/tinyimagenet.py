@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from search.datasets.base import Labeled
-from search.datasets.download import download
-from search.datasets.images import decode_images
-from storage.errors import UserError
+from imgsearch.datasets.base import Labeled
+from imgsearch.datasets.download import download
+from imgsearch.datasets.images import decode_images
+from imgsearch.storage.errors import UserError
 
 URL = os.environ.get("TINYIMAGENET_URL", "http://cs231n.stanford.edu/tiny-imagenet-200.zip")
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from search.records import family_of
-from storage.errors import UserError
-from storage.files import remove_leftovers, write_atomic
+from imgsearch.records import family_of
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.files import remove_leftovers, write_atomic
 
 if TYPE_CHECKING:
     import keras

@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from search.datasets import Dataset  # noqa: E402
-from spaces import load_model  # noqa: E402
-from storage.files import write_atomic  # noqa: E402
+from imgsearch.datasets import Dataset  # noqa: E402
+from imgsearch.spaces import load_model  # noqa: E402
+from imgsearch.storage.files import write_atomic  # noqa: E402
 
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_FILE = "confusion_matrix.png"

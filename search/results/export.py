@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 from importlib.metadata import version
@@ -15,15 +14,14 @@ import mlflow
 import numpy as np
 import optuna
 
-from search.results.checkpoints import BestCheckpoint
-from search.datasets import Dataset
-from search.records import ENSEMBLE_OF_ATTR, ENSEMBLE_WEIGHTS_ATTR, family_of
-from search.results.mlflow_runs import Tracker, best_step
-from spaces import load_model
-from storage.files import locked, remove_leftovers, scratch_folder, write_atomic
+from imgsearch.results.checkpoints import BestCheckpoint
+from imgsearch.datasets import Dataset
+from imgsearch.records import ENSEMBLE_OF_ATTR, ENSEMBLE_WEIGHTS_ATTR, INFO_FILE, MODEL_FILE, family_of
+from imgsearch.results.mlflow_runs import Tracker, best_step
+from imgsearch.spaces import load_model
+from imgsearch.spaces.portable import portable_model
+from imgsearch.storage.files import locked, remove_leftovers, scratch_folder, write_atomic
 
-MODEL_FILE = "model.keras"
-INFO_FILE = "model.json"
 
 
 def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, tracker: Tracker,
@@ -47,11 +45,15 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
     with locked(out_dir / ".export.lock"):
         remove_leftovers(out_dir)
         tracker.repair()
-        target = write_atomic(out_dir / MODEL_FILE, lambda tmp: shutil.copyfile(source, tmp))
+        model = portable_model(load_model(source, compile=False))
+        target = write_atomic(out_dir / MODEL_FILE, lambda tmp: model.save(tmp))
         info = {
             "study": study.study_name, "trial": best.number, "val_accuracy": best.value, "params": best.params,
             "settings": settings, "class_names": data.class_names, "input_shape": list(data.image_shape),
-            "input_dtype": "uint8",
+            "input_dtype": "uint8", "load": f"keras.saving.load_model('{MODEL_FILE}'): Keras's own layers only",
+            "input": "uint8 images of input_shape, 0-255, resized as the dataset was: a centre square, then a box "
+                     "filter when shrinking or bicubic when enlarging (imgsearch.predict does it)",
+            "output": "one probability per class, in the order of class_names",
         }
         if ENSEMBLE_OF_ATTR in best.user_attrs:  # the end-of-budget step's ensemble: what it is made of
             members = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -61,7 +63,6 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
                                    for n, w in zip(best.user_attrs[ENSEMBLE_OF_ATTR],
                                                    best.user_attrs[ENSEMBLE_WEIGHTS_ATTR])]
         write_atomic(out_dir / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
-        model = load_model(target, compile=False)
         sample = np.asarray(data.x_test[:2])
         signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
         # Naming the requirements skips MLflow's import-tracing inference (~10 s a call).

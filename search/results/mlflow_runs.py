@@ -23,12 +23,12 @@ from mlflow.entities import LoggedModelStatus, Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from search.results.checkpoints import best_of
-from storage.errors import UserError
-from storage.files import is_disk_full
-from storage.machine import alive
-from storage.urls import mask_url
-from search.records import (BEST_RUN_ATTR, BEST_TAG, FAIL_REASON_ATTR, FAILURE_REASON_TAG, OBJECTIVE, OBJECTIVE_METRIC,
+from imgsearch.results.checkpoints import best_of
+from imgsearch.storage.errors import UserError
+from imgsearch.storage.files import is_disk_full
+from imgsearch.storage.machine import alive
+from imgsearch.storage.urls import mask_url
+from imgsearch.records import (BEST_RUN_ATTR, BEST_TAG, FAIL_REASON_ATTR, FAILURE_REASON_TAG, OBJECTIVE, OBJECTIVE_METRIC,
                             PARENT_RUN_ATTR, PRUNE_REASON_ATTR, RUN_ID_ATTR, STATE_TAG, WORKER,
                             WORKER_ATTR)
 

@@ -28,8 +28,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from search.results.checkpoints import best_of as best_trial_of, best_trial  # noqa: E402
-from search.records import OBJECTIVE, PARENT_RUN_ATTR, RUN_ID_ATTR, SETTINGS_ATTR, family_of  # noqa: E402
+from imgsearch.results.checkpoints import best_of as best_trial_of, best_trial  # noqa: E402
+from imgsearch.records import OBJECTIVE, PARENT_RUN_ATTR, RUN_ID_ATTR, SETTINGS_ATTR, family_of  # noqa: E402
 
 TOP_TRIALS = 3  # learning curves of this many best trials per study
 WORST_CLASSES = 5

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import optuna
 
-from search.records import EPOCH_SECONDS_ATTR
+from imgsearch.records import EPOCH_SECONDS_ATTR
 
 # A trial that can train less than this share of its planned epochs before the deadline
 # is skipped (pruned): a much shorter schedule seldom beats what the search already has.

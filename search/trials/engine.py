@@ -8,18 +8,18 @@ import time
 
 import optuna
 
-from search.datasets import Dataset
-from search.results.checkpoints import BestCheckpoint
-from search.results.mlflow_runs import Tracker, TrackingLost
-from search.trials import ensemble, signals
-from search.trials.budget import Budget
-from search.trials.objective import Objective
-from search.trials.process_restart import TrialBudget
-from search.trials.progress import Progress
-from search.trials.stale_trials import RetryStaleTrial, retire_unneeded_retries
-from search.trials.trial_target import StopAtTarget, live_running, reached
-from spaces import SearchSpace
-from storage.reconnect import DatabaseLost
+from imgsearch.datasets import Dataset
+from imgsearch.results.checkpoints import BestCheckpoint
+from imgsearch.results.mlflow_runs import Tracker, TrackingLost
+from imgsearch.trials import ensemble, signals
+from imgsearch.trials.budget import Budget
+from imgsearch.trials.objective import Objective
+from imgsearch.trials.process_restart import TrialBudget
+from imgsearch.trials.progress import Progress
+from imgsearch.trials.stale_trials import RetryStaleTrial, retire_unneeded_retries
+from imgsearch.trials.trial_target import StopAtTarget, live_running, reached
+from imgsearch.spaces import SearchSpace
+from imgsearch.storage.reconnect import DatabaseLost
 
 
 class Stop(enum.Enum):

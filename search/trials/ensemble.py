@@ -21,11 +21,11 @@ import keras
 import numpy as np
 import optuna
 
-from search.datasets import Dataset
-from search.records import ENSEMBLE_OF_ATTR, ENSEMBLE_STEP_ATTR, ENSEMBLE_WEIGHTS_ATTR, OBJECTIVE, family_of
-from search.results.checkpoints import BestCheckpoint
-from search.results.mlflow_runs import TrialRun
-from spaces import load_model
+from imgsearch.datasets import Dataset
+from imgsearch.records import ENSEMBLE_OF_ATTR, ENSEMBLE_STEP_ATTR, ENSEMBLE_WEIGHTS_ATTR, OBJECTIVE, family_of
+from imgsearch.results.checkpoints import BestCheckpoint
+from imgsearch.results.mlflow_runs import TrialRun
+from imgsearch.spaces import load_model
 
 MEMBERS = 4  # the best this many complete trials (and each family's best) may be members
 RESERVE_SHARE = 0.03  # of the budget, kept for the step: 18 s of 600

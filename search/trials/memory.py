@@ -11,7 +11,7 @@ import math
 import keras
 import optuna
 
-from storage.machine import GIB, available_memory
+from imgsearch.storage.machine import GIB, available_memory
 
 # The share of the available memory one trial may plan to use.
 MEMORY_SHARE = 0.9

@@ -11,20 +11,21 @@ import traceback
 import keras
 import optuna
 
-from search.trials import signals
-from search.results.checkpoints import BestCheckpoint
-from search.datasets import Dataset
-from search.trials.trial_target import claim
-from search.results.mlflow_runs import Tracker, TrackingLost, TrialRun
-from search.trials.budget import EpochPlan, complete_epoch_seconds
-from search.records import (DEADLINE_ATTR, ENSEMBLE_STEP_ATTR, EPOCH_SECONDS_ATTR, FAIL_REASON_ATTR,
-                            INTERRUPTED_ATTR, PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR, STARTUP_SECONDS_ATTR)
-from search.trials.memory import check_memory
-from search.trials.ensemble import build_ensemble
-from search.trials.families import share_deadline
-from search.trials.training import EpochTimer, check_startup, plan_epochs, train
-from spaces import SearchSpace
-from storage.files import DiskFull, disk_full_message, is_disk_full
+from imgsearch.trials import signals
+from imgsearch.results.checkpoints import BestCheckpoint
+from imgsearch.datasets import Dataset
+from imgsearch.trials.trial_target import claim
+from imgsearch.results.mlflow_runs import Tracker, TrackingLost, TrialRun
+from imgsearch.trials.budget import EpochPlan, complete_epoch_seconds
+from imgsearch.records import (DEADLINE_ATTR, ENSEMBLE_STEP_ATTR, EPOCH_SECONDS_ATTR, FAIL_REASON_ATTR,
+                               INTERRUPTED_ATTR, PARAM_COUNT_ATTR, PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR,
+                               STARTUP_SECONDS_ATTR)
+from imgsearch.trials.memory import check_memory
+from imgsearch.trials.ensemble import build_ensemble
+from imgsearch.trials.families import share_deadline
+from imgsearch.trials.training import EpochTimer, check_startup, plan_epochs, train
+from imgsearch.spaces import SearchSpace
+from imgsearch.storage.files import DiskFull, disk_full_message, is_disk_full
 
 SLOWDOWN_LIMIT = 20  # default cap: this many times the median complete trial's epoch,
 MIN_EPOCH_LIMIT = 60.0  # but never below this many seconds (short epochs time too noisily)
@@ -106,6 +107,7 @@ class Objective:
             timer = EpochTimer(*self.epoch_limit(trial.study), plan=plan)
             signals.raise_pending()  # one that came while the trial started
             value, model = work(trial, run, plan, timer)
+            trial.set_user_attr(PARAM_COUNT_ATTR, model.count_params())
             if plan.stopped_at_deadline is not None:
                 trial.set_user_attr(DEADLINE_ATTR, plan.stopped_at_deadline)
                 run.set_tag(DEADLINE_ATTR, str(plan.stopped_at_deadline))

@@ -7,10 +7,10 @@ import time
 
 import optuna
 
-from search.results.checkpoints import best_trial
-from search.trials.trial_target import finished_count
-from search.records import FAIL_REASON_ATTR, PRUNE_REASON_ATTR, family_of
-from storage.files import DISK_FULL
+from imgsearch.results.checkpoints import best_trial
+from imgsearch.trials.trial_target import finished_count
+from imgsearch.records import FAIL_REASON_ATTR, PRUNE_REASON_ATTR, family_of
+from imgsearch.storage.files import DISK_FULL
 
 
 class Progress:

@@ -12,6 +12,7 @@ at once, and so does one outside a trial.
 from __future__ import annotations
 
 import signal
+import threading
 from contextlib import contextmanager
 
 
@@ -40,6 +41,23 @@ def install() -> None:
     """From now on SIGTERM raises Terminated and SIGINT KeyboardInterrupt, in the main thread."""
     signal.signal(signal.SIGTERM, _handle)
     signal.signal(signal.SIGINT, _handle)
+
+
+@contextmanager
+def installed():
+    """``install`` for the block only: the handlers that were there before are put back after it
+    (the Python API, whose caller's process outlives the search). Outside the main thread, where
+    Python takes no handlers, the block runs with the caller's."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    install()
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def raise_pending() -> None:

@@ -12,9 +12,9 @@ import contextlib
 import optuna
 from mlflow.tracking import MlflowClient
 
-from search.trials.trial_target import finished_count, live_running
-from search.records import FAIL_REASON_ATTR, RUN_ID_ATTR
-from search.results.mlflow_runs import TrackingLost, end_run
+from imgsearch.trials.trial_target import finished_count, live_running
+from imgsearch.records import FAIL_REASON_ATTR, RUN_ID_ATTR
+from imgsearch.results.mlflow_runs import TrackingLost, end_run
 
 STALE_REASON = "its worker stopped sending heartbeats (killed or lost); the trial was queued again"
 STALE_NOT_NEEDED_REASON = ("its worker stopped sending heartbeats (killed or lost); not queued again: "

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from storage.errors import UserError
-from search.records import OBJECTIVE, SETTINGS_ATTR, SPACE_OPTIONS
-from search.settings import STUDY_KEYS, default, space_defaults
-from search.trials.families import FamilySampler
-from spaces import space_class
+from imgsearch.storage.errors import UserError
+from imgsearch.records import OBJECTIVE, SETTINGS_ATTR, SPACE_OPTIONS
+from imgsearch.settings import STUDY_KEYS, default, space_defaults
+from imgsearch.trials.families import FamilySampler
+from imgsearch.spaces import space_class
 
 if TYPE_CHECKING:
-    from spaces import SearchSpace
+    from imgsearch.spaces import SearchSpace
 
 
 def _gp_sampler(seed: int | None) -> optuna.samplers.BaseSampler:

@@ -14,12 +14,12 @@ import numpy as np
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from search.trials import signals
-from search.trials.budget import EpochPlan
-from search.datasets import Dataset
-from search.records import OBJECTIVE, STARTUP_SECONDS_ATTR, family_of
-from search.results.mlflow_runs import TrialRun
-from spaces import Candidate, Phase, SearchSpace
+from imgsearch.trials import signals
+from imgsearch.trials.budget import EpochPlan
+from imgsearch.datasets import Dataset
+from imgsearch.records import OBJECTIVE, STARTUP_SECONDS_ATTR, family_of
+from imgsearch.results.mlflow_runs import TrialRun
+from imgsearch.spaces import Candidate, Phase, SearchSpace
 
 
 # A trial below this many times the chance level (and a point) at its first check is stopped.

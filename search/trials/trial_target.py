@@ -14,7 +14,7 @@ import datetime
 
 import optuna
 
-from search.records import PRUNE_REASON_ATTR, SURPLUS_ATTR, WORKER, WORKER_ATTR
+from imgsearch.records import PRUNE_REASON_ATTR, SURPLUS_ATTR, WORKER, WORKER_ATTR
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 # A live worker marks its trial with WORKER_ATTR first thing after asking for it; a RUNNING
