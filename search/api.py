@@ -15,14 +15,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgsearch.records import (DEADLINE_ATTR, FAIL_REASON_ATTR, INFO_FILE, PARAM_COUNT_ATTR, PLANNED_EPOCHS_ATTR,
-                               PRUNE_REASON_ATTR, family_of)
+from imgsearch.records import (DEADLINE_ATTR, ENSEMBLE_OF_ATTR, ENSEMBLE_WEIGHTS_ATTR, FAIL_REASON_ATTR, INFO_FILE,
+                               PARAM_COUNT_ATTR, PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR, family_of)
 from imgsearch.settings import resolve
 from imgsearch.storage.errors import UserError
 from imgsearch.trials import signals
 
-# A notebook's process cannot be replaced: the search stays in it (TRIALS_PER_PROCESS=0) unless told.
-NEVER_RESTART = 0
 KEY_PARAMS = 4  # params a leaderboard row names, in the order the trial sampled them
 
 
@@ -77,8 +75,10 @@ def search(x_train=None, y_train=None, *, x_val=None, y_val=None, x_test=None, y
         raise UserError("give dataset= or arrays (x_train, y_train), not both")
     if (x_train is None) != (y_train is None):
         raise UserError("give both x_train and y_train")
-    settings.setdefault("trials_per_process", NEVER_RESTART)
-    args = resolve(settings)
+    if settings.get("trials_per_process"):
+        raise UserError("trials_per_process: a search from Python stays in the caller's process (a notebook's "
+                        "cannot be replaced); leave it out")
+    args = resolve({**settings, "trials_per_process": 0})
     data = None
     if x_train is not None:
         from imgsearch.datasets.arrays import from_arrays
@@ -138,20 +138,31 @@ def leaderboard(study, top: int | None = None):
     for trial in study.get_trials(deepcopy=False):
         if trial.state == optuna.trial.TrialState.WAITING:  # queued, never run
             continue
-        family = family_of(trial)
-        params = [(name.split("/", 1)[-1], value) for name, value in trial.params.items() if name != "family"]
         duration = trial.duration.total_seconds() if trial.duration is not None else None
         rows.append({
-            "trial": trial.number, "family": family,
-            "params": ", ".join(f"{name}={_short(value)}" for name, value in params[:KEY_PARAMS]),
+            "trial": trial.number, "family": family_of(trial), "params": _key_params(trial),
             "epochs": len(trial.intermediate_values), "seconds": None if duration is None else round(duration, 1),
             "parameters": trial.user_attrs.get(PARAM_COUNT_ATTR), "val": trial.value,
             "state": trial.state.name, "why": _why(trial),
         })
     table = pd.DataFrame(rows, columns=["trial", "family", "params", "epochs", "seconds", "parameters", "val",
                                         "state", "why"])
+    table["parameters"] = table["parameters"].astype("Int64")
     table = table.sort_values(["val", "trial"], ascending=[False, True], na_position="last", ignore_index=True)
     return table if top is None else table.head(top)
+
+
+def _key_params(trial) -> str:
+    """A few words on the model: an ensemble's members and weights, else the first KEY_PARAMS
+    params the trial sampled (the architecture comes first in every space), named without their
+    family's prefix, augmentation and AutoKeras's normalize switch left out."""
+    members = trial.user_attrs.get(ENSEMBLE_OF_ATTR)
+    if members:
+        weights = trial.user_attrs.get(ENSEMBLE_WEIGHTS_ATTR, [])
+        return "trials " + ", ".join(f"{n} ({w:.2f})" for n, w in zip(members, weights))
+    named = [(name.rsplit("/", 1)[-1], value) for name, value in trial.params.items() if name != "family"]
+    named = [(name, value) for name, value in named if not name.startswith("aug") and name != "normalize"]
+    return ", ".join(f"{name}={_short(value)}" for name, value in named[:KEY_PARAMS])
 
 
 def _short(value) -> str:

@@ -88,8 +88,9 @@ def test_a_resume_with_other_arrays_is_refused_and_leaves_the_study_as_it_was(se
     (lambda x, y: imgsearch.search(x, y, bugdet=10), "'bugdet' is not a setting \\(did you mean 'budget'\\?\\)"),
     (lambda x, y: imgsearch.search(x, y, budget="10"), "BUDGET='10': must be a float"),
     (lambda x, y: imgsearch.search(x, y, epochs=0), "EPOCHS=0: must be at least 1"),
+    (lambda x, y: imgsearch.search(x, y, trials_per_process=5), "stays in the caller's process"),
 ], ids=["float", "two-channels", "five-axes", "label-count", "label-shape", "class-names", "float-labels",
-        "half-val", "test-channels", "not-square", "both", "misspelt", "type", "range"])
+        "half-val", "test-channels", "not-square", "both", "misspelt", "type", "range", "restart"])
 def test_bad_arrays_and_settings_are_one_clear_error(call, message):
     x, y = _colours()
     with pytest.raises(imgsearch.UserError, match=message):

@@ -248,7 +248,7 @@ def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_
         lines = subprocess.run(["ps", "-eo", "ppid=,args="], capture_output=True, text=True).stdout.splitlines()
         command_lines.update(lines)
         ours = [line for line in lines if line.split(None, 1)[0] == str(search.pid)]  # this search's workers
-        workers_seen = max(workers_seen, sum("-m search worker" in line for line in ours))
+        workers_seen = max(workers_seen, sum("-m imgsearch worker" in line for line in ours))
         time.sleep(0.2)
     out, err = search.communicate()
     assert search.returncode == 0, err[-3000:]
