@@ -3,7 +3,7 @@
 Trains named configurations of the cnn space on the Tiny ImageNet sample (or any
 Tiny-ImageNet-layout DATA_DIR) with the search's own training recipe (warmup + cosine
 schedule over the planned epochs) and prints each one's wall time, parameters and
-validation accuracy per epoch. The README's "How the defaults were chosen" quotes it.
+validation accuracy per epoch. docs/defaults.md quotes it.
 
   .venv/bin/python benchmarks/recipes.py --data-dir DIR [--image-size 32] [--names plain32,residual16]
 """

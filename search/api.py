@@ -15,13 +15,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgsearch.records import (DEADLINE_ATTR, ENSEMBLE_OF_ATTR, ENSEMBLE_WEIGHTS_ATTR, FAIL_REASON_ATTR, INFO_FILE,
-                               PARAM_COUNT_ATTR, PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR, family_of)
+from imgsearch.records import INFO_FILE
+from imgsearch.results.leaderboard import leaderboard
 from imgsearch.settings import resolve
 from imgsearch.storage.errors import UserError
 from imgsearch.trials import signals
 
-KEY_PARAMS = 4  # params a leaderboard row names, in the order the trial sampled them
 
 
 @dataclass
@@ -126,57 +125,3 @@ def predict(images, model: str | Path | None = None, top_k: int = 5, **settings)
         return predict_files(classifier, images, args.top_k)
     probabilities = classifier.probabilities(images)
     return classifier.top_k(probabilities, list(range(len(probabilities))), args.top_k)
-
-
-def leaderboard(study, top: int | None = None):
-    """The study's trials as a pandas DataFrame, best first (see ``SearchResult.leaderboard``)."""
-    import pandas as pd
-
-    import optuna
-
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == optuna.trial.TrialState.WAITING:  # queued, never run
-            continue
-        duration = trial.duration.total_seconds() if trial.duration is not None else None
-        rows.append({
-            "trial": trial.number, "family": family_of(trial), "params": _key_params(trial),
-            "epochs": len(trial.intermediate_values), "seconds": None if duration is None else round(duration, 1),
-            "parameters": trial.user_attrs.get(PARAM_COUNT_ATTR), "val": trial.value,
-            "state": trial.state.name, "why": _why(trial),
-        })
-    table = pd.DataFrame(rows, columns=["trial", "family", "params", "epochs", "seconds", "parameters", "val",
-                                        "state", "why"])
-    table["parameters"] = table["parameters"].astype("Int64")
-    table = table.sort_values(["val", "trial"], ascending=[False, True], na_position="last", ignore_index=True)
-    return table if top is None else table.head(top)
-
-
-def _key_params(trial) -> str:
-    """A few words on the model: an ensemble's members and weights, else the first KEY_PARAMS
-    params the trial sampled (the architecture comes first in every space), named without their
-    family's prefix, augmentation and AutoKeras's normalize switch left out."""
-    members = trial.user_attrs.get(ENSEMBLE_OF_ATTR)
-    if members:
-        weights = trial.user_attrs.get(ENSEMBLE_WEIGHTS_ATTR, [])
-        return "trials " + ", ".join(f"{n} ({w:.2f})" for n, w in zip(members, weights))
-    named = [(name.rsplit("/", 1)[-1], value) for name, value in trial.params.items() if name != "family"]
-    named = [(name, value) for name, value in named if not name.startswith("aug") and name != "normalize"]
-    return ", ".join(f"{name}={_short(value)}" for name, value in named[:KEY_PARAMS])
-
-
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
-def _why(trial) -> str:
-    attrs = trial.user_attrs
-    for key in (PRUNE_REASON_ATTR, FAIL_REASON_ATTR):
-        if attrs.get(key):
-            return attrs[key]
-    if attrs.get(DEADLINE_ATTR):
-        return f"stopped at the deadline after epoch {attrs[DEADLINE_ATTR]}"
-    if attrs.get(PLANNED_EPOCHS_ATTR):
-        return f"cut to {attrs[PLANNED_EPOCHS_ATTR]} epochs to fit the budget"
-    return ""
-

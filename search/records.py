@@ -18,11 +18,13 @@ SPACE_OPTIONS = "space_options"  # the key, in the recorded settings, of the spa
 FINGERPRINT = "data_fingerprint"  # the key, in a study on arrays' recorded settings, of their fingerprint
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the study's MLflow run
 BEST_RUN_ATTR = "mlflow_best_run_id"  # the run that carries the BEST_TAG
+BUDGET_ATTR = "budget_seconds"  # the BUDGET its last search began with (none: that search had no budget)
 
 # Trial user attrs.
 RUN_ID_ATTR = "mlflow_run_id"  # the trial's MLflow run
 WORKER_ATTR = "worker"  # host:pid of the process that runs the trial (also a run tag)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as WORKER_ATTR names it
+LOCAL_WORKER = "IMGSEARCH_WORKER"  # environment variable: the index of a WORKERS=N search's worker process
 FAIL_REASON_ATTR = "fail_reason"  # why a trial failed, one line
 PRUNE_REASON_ATTR = "prune_reason"  # why a trial was pruned (also the run tag's name)
 SURPLUS_ATTR = "surplus"  # pruned as not needed for TRIALS (search/trials/trial_target.py); does not count

@@ -35,6 +35,17 @@ MLFLOW_PROBE_TIMEOUT_S = 5
 
 COMMANDS = ("search", "worker", "export", "evaluate", "predict", "report", "dashboard", "mlflow", "clean")
 TRAINING = ("search", "worker")  # the commands that run trials
+COMMAND_HELP = {
+    "search": "run (or resume) a study, then export and evaluate its best model (the default)",
+    "worker": "join a study another process created and add trials to it",
+    "export": "write the best trial's model to RUNS_DIR/exports/<study>/ and register it in MLflow",
+    "evaluate": "score the exported model on the test split",
+    "predict": "classify IMAGES (a file, folder or zip) with the export or MODEL; a CSV of the top classes",
+    "report": "one HTML page on every study in the study database",
+    "dashboard": "serve the Optuna dashboard on the study database",
+    "mlflow": "serve the MLflow UI on the tracking store and print each study's link",
+    "clean": "delete RUNS_DIR (only a runs folder this project made)",
+}
 ON_A_STUDY = ("search", "worker", "export", "evaluate")  # the commands that open one study and its data
 
 
@@ -177,7 +188,8 @@ SETTINGS = (
     # What a study is: recorded when it is created.
     Setting("dataset", str, "the dataset", default_text="required for a new study", study=True,
             choices=("tinyimagenet", "cifar10", "cifar100", "mnist", "fashion_mnist", "digits", "folder")),
-    Setting("space", str, "search space (below: Search spaces)", default="auto", study=True,
+    Setting("space", str, "search space: auto searches the families side by side, the others one family each",
+            default="auto", study=True,
             choices=SPACE_NAMES),
     Setting("epochs", int, "epochs a trial plans (fewer when cut to fit the budget or pruned)", default=15,
             low=1, study=True),
@@ -210,6 +222,8 @@ SETTINGS = (
     Setting("runs_dir", str, "where databases, checkpoints and exports live", default="runs", commands=COMMANDS),
     Setting("data_dir", str, "where datasets are found, downloaded and cached", default="data"),
     Setting("report", str, "the HTML file to write", default_text="RUNS_DIR/report.html", commands=("report",)),
+    Setting("runs_dirs", str, "more runs folders, comma-separated, whose studies the report shows beside RUNS_DIR's",
+            commands=("report",)),
     # Classifying new images.
     Setting("images", str, "an image file, a folder of them or a zip, to classify", commands=("predict",)),
     Setting("model", str, "the exported model.keras to classify with (model.json beside it)",
@@ -243,10 +257,12 @@ SETTINGS = (
     Setting("pretrained", str, "use AutoKeras's pretrained blocks (no: leave them out)", default="yes",
             choices=("yes", "no"), space=("autokeras", "auto")),
     # The dashboards.
-    Setting("host", str, "address the dashboards listen on", default="127.0.0.1", commands=("dashboard", "mlflow")),
+    Setting("host", str, "address the dashboards listen on (the dashboard's notes link to the MLflow UI there)",
+            default="127.0.0.1", commands=("dashboard", "mlflow", *TRAINING)),
     Setting("dashboard_port", int, "port of the Optuna dashboard", default=8080, low=1, high=65535,
             commands=("dashboard",)),
-    Setting("mlflow_port", int, "port of the MLflow UI", default=5000, low=1, high=65535, commands=("mlflow",)),
+    Setting("mlflow_port", int, "port of the MLflow UI (the dashboard's notes link to it)", default=5000, low=1,
+            high=65535, commands=("mlflow", *TRAINING)),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 STUDY_KEYS = tuple(setting.name for setting in SETTINGS if setting.study)
@@ -317,7 +333,8 @@ def misspelt(environ: dict[str, str]) -> list[str]:
 
 def help_text(setting: Setting) -> str:
     scope = f"{'/'.join(setting.spaces)}: " if setting.space else ""
-    return f"{scope}{setting.help} (default {setting.shown_default()})"
+    choices = f"; one of {', '.join(setting.choices)}" if setting.choices else ""
+    return f"{scope}{setting.help}{choices} (default {setting.shown_default()}; variable {setting.env})"
 
 
 def markdown_table() -> str:

@@ -1,7 +1,7 @@
 """Convolutional networks trained from scratch: plain (VGG-style) or residual (ResNet-style) stages.
 
 The space keeps only the region where small CNNs train well in a few epochs on a CPU
-budget (measured: README, "How the defaults were chosen"): batch norm after every conv,
+budget (measured: docs/defaults.md): batch norm after every conv,
 3x3 kernels, flip and shift augmentation, a warmup + cosine learning-rate schedule (set by
 the training loop), and per-optimizer learning-rate ranges. What the old space's measured
 search wasted its budget on is gone (no batch norm at a high learning rate: chance; 7x7
@@ -63,7 +63,7 @@ class CNNSpace(SearchSpace):
 
     def initial_params(self, image_shape) -> list[dict]:
         """The starting portfolio, queued in this order: the configurations that did best per
-        second on the Tiny ImageNet sample (README, "How the defaults were chosen")."""
+        second on the Tiny ImageNet sample (docs/defaults.md)."""
         stages = min(3, self._block_cap(image_shape))
         recipe = {"aug_flip": True, "aug_translation": 0.125, "conv_blocks": stages, "convs_per_block": 1,
                   "block_dropout": 0.0, "activation": "relu", "head_dropout": 0.2, "optimizer": "sgd",

@@ -47,6 +47,11 @@ class RunsLayout:
     def mlflow_artifacts(self) -> Path:
         return self.root / "mlartifacts"
 
+    @property
+    def optuna_artifacts(self) -> Path:
+        """The Optuna artifact store: each trial's learning curves and model summary (the dashboard shows them)."""
+        return self.root / "optuna-artifacts"
+
     def checkpoints(self, study: str) -> Path:
         return self.root / "checkpoints" / study
 

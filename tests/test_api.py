@@ -35,10 +35,13 @@ def searched(tmp_path_factory):
     x, y = _colours()
     x_test, y_test = _colours(60, seed=1)
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    mlflow_variables = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     result = imgsearch.search(x, y, x_test=x_test, y_test=y_test, class_names=["red", "green", "blue"],
                               space="mlp", max_layers=1, trials=1, epochs=1, runs_dir=str(root / "runs"),
                               data_dir=str(root / "data"))
     after = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # MLflow's fluent API sets variables (the tracking URI) a later command would inherit: put back.
+    assert {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")} == mlflow_variables
     return {"root": root, "result": result, "x": x, "y": y, "x_test": x_test, "y_test": y_test,
             "handlers": (before, after)}
 
@@ -246,3 +249,20 @@ def test_the_readme_from_python_section_runs_as_written(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"^\s*0\s+\d+\s+(red|green|blue)\s+[01]\.\d+", done.stdout, re.M), done.stdout[-3000:]
     assert "COMPLETE" in done.stdout
+
+
+def test_a_search_that_changes_nothing_exports_and_registers_nothing_again(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from imgsearch.storage.layout import RunsLayout
+    from imgsearch.storage.mlflow_store import local_tracking_uri
+
+    settings = dict(dataset="digits", space="mlp", trials=1, epochs=1, runs_dir=str(tmp_path / "runs"),
+                    data_dir=str(tmp_path / "data"))
+    first = imgsearch.search(**settings)
+    written = first.model_path.stat().st_mtime_ns
+    again = imgsearch.search(**settings)  # the study has its trial: nothing trains, nothing changes
+    assert "unchanged: the best trial is the one exported before" in capsys.readouterr().out
+    assert again.model_path.stat().st_mtime_ns == written and again.evaluation == first.evaluation
+    client = MlflowClient(local_tracking_uri(RunsLayout(tmp_path / "runs")))
+    assert len(client.search_model_versions("name='digits-mlp'")) == 1

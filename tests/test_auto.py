@@ -112,7 +112,7 @@ def test_an_auto_search_runs_the_portfolio_across_families_resumes_and_records_i
            "SEED": "0"}
     first = run_cli({**env, "TRIALS": "2"})
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "[trial 0] (transfer) COMPLETE" in first.stdout and "[trial 1] (cnn) " in first.stdout
+    assert "[trial 0] transfer backbone=" in first.stdout and "[trial 1] cnn " in first.stdout
     runs = Path(runs_env["RUNS_DIR"])
     storage = default_storage_url(runs / "optuna.db")
     study = optuna.load_study(study_name="digits-auto", storage=storage)

@@ -139,7 +139,7 @@ def test_the_median_pruner_stops_an_autokeras_trial_after_its_first_epoch(tmp_pa
     trial = study.trials[1]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert list(trial.intermediate_values) == [0]
-    assert trial.user_attrs[records.PRUNE_REASON_ATTR].startswith("pruned after epoch 1 at ")
+    assert trial.user_attrs[records.PRUNE_REASON_ATTR].startswith("by median after epoch 1 at ")
     run = tracker.client.get_run(trial.user_attrs[records.RUN_ID_ATTR])
     assert run.info.status == "KILLED" and run.data.tags["optuna.state"] == "PRUNED"
     assert [m.step for m in tracker.client.get_metric_history(run.info.run_id, "val_accuracy")] == [0]

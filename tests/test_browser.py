@@ -21,6 +21,7 @@ import pytest
 
 from conftest import REPO, free_port, serving
 from imgsearch.results.checkpoints import best_trial
+from imgsearch.results.leaderboard import key_params
 
 pytestmark = pytest.mark.xdist_group("browser")  # one test process: the searches and the browser, once
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -55,16 +56,19 @@ def browser():
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory) -> dict:
-    """A RUNS_DIR holding two finished digits studies (mlp, cnn), searched by the real CLI."""
+    """A RUNS_DIR holding two finished digits studies (mlp, cnn), searched by the real CLI, the
+    mlp one resumed for one more trial pruned as too slow (a reason to group); MLFLOW_PORT is
+    where the dashboard's notes link to."""
     root = tmp_path_factory.mktemp("browser")
-    env = {**os.environ, "RUNS_DIR": str(root / "runs"), "DATA_DIR": str(root / "data")}
+    env = {**os.environ, "RUNS_DIR": str(root / "runs"), "DATA_DIR": str(root / "data"),
+           "MLFLOW_PORT": str(free_port())}
     for name in ("BUDGET", "TIMEOUT", "STORAGE", "STUDY", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
-    for args in STUDIES.values():
+    for args in [*STUDIES.values(), [*STUDIES["digits-mlp"][:-1], "4", "--max-epoch-seconds", "0.001"]]:
         done = subprocess.run([sys.executable, "-m", "imgsearch", "search", *COMMON, *args],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-    return {"RUNS_DIR": env["RUNS_DIR"], "DATA_DIR": env["DATA_DIR"]}
+    return {"RUNS_DIR": env["RUNS_DIR"], "DATA_DIR": env["DATA_DIR"], "MLFLOW_PORT": env["MLFLOW_PORT"]}
 
 
 def wait_for_text(browser, *texts: str) -> str:
@@ -89,7 +93,11 @@ def load(runs_dir: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{runs_dir}/optuna.db")
 
 
-def test_the_optuna_dashboard_shows_the_studies_and_their_trials(browser, searched, tmp_path):
+def test_the_optuna_dashboard_shows_the_studies_their_trials_notes_and_artifacts(browser, searched, tmp_path):
+    """Each trial's note says how it ended and links to its MLflow run, which opens; its learning
+    curves and model summary are listed as its artifacts."""
+    from selenium.webdriver.common.by import By
+
     port = free_port()
     with serving("dashboard", port, {**searched, "DASHBOARD_PORT": str(port)}, tmp_path / "dashboard.log"):
         browser.get(f"http://127.0.0.1:{port}/dashboard")
@@ -99,6 +107,17 @@ def test_the_optuna_dashboard_shows_the_studies_and_their_trials(browser, search
         best = best_trial(study)
         text = wait_for_text(browser, f"{len(study.trials)} Trials", *(f"Trial {t.number}" for t in study.trials))
         assert f"Trial {best.number}\nComplete\nBest Trial" in text  # the trial list marks the same best
+        first = study.trials[0]
+        text = wait_for_text(browser, f"complete: val_accuracy {first.value:.4f}", "learning_curves.png",
+                             "model_summary.txt")
+        assert "after 2 epochs" in text
+        link = browser.find_element(By.PARTIAL_LINK_TEXT, f"MLflow run of trial {first.number}").get_attribute("href")
+    run_id = first.user_attrs["mlflow_run_id"]
+    assert link.startswith(f"http://127.0.0.1:{searched['MLFLOW_PORT']}/#/experiments/") and link.endswith(run_id)
+    port = int(searched["MLFLOW_PORT"])
+    with serving("mlflow", port, searched, tmp_path / "mlflow.log", ready="runs of digits-mlp: "):
+        browser.get(link)
+        wait_for_text(browser, f"trial-{first.number} complete", "val_accuracy")
 
 
 def test_the_mlflow_link_shows_the_trial_runs_in_the_studys_order_with_the_objective(browser, searched, tmp_path):
@@ -134,7 +153,9 @@ def test_the_report_renders_every_image_and_the_studys_numbers(browser, searched
     browser.get(out.as_uri())
     images = browser.find_elements(By.TAG_NAME, "img")
     missing = [p.text for p in browser.find_elements(By.CSS_SELECTOR, "p.none")]
-    assert len(images) == 1 + 3 * len(STUDIES), missing  # best so far; importances, curves, confusion per study
+    assert len(images) == 1 + 2 * len(STUDIES), missing  # best so far; curves and confusion per study
+    few = [p.text for p in browser.find_elements(By.CSS_SELECTOR, "p.few")]
+    assert len(few) == len(STUDIES) and all("too few to rank the parameters" in line for line in few)
     assert all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
                for img in images)
     for name in STUDIES:
@@ -149,3 +170,33 @@ def test_the_report_renders_every_image_and_the_studys_numbers(browser, searched
             assert cell(field) == str(sum(t.state.name == state for t in study.trials))
         evaluation = json.loads((Path(searched["RUNS_DIR"]) / "exports" / name / "evaluation.json").read_text())
         assert cell("test_top1") == f"{evaluation['top1']:.4f}" and cell("test_top5") == f"{evaluation['top5']:.4f}"
+        for key, value in (("dataset", "digits"), ("epochs", "2"), ("pruner", "none"), ("classes", "10"),
+                           ("test_images", str(evaluation["n_test"]))):
+            assert cell(f"setting_{key}") == value
+        span = lambda field: browser.find_element(  # noqa: E731
+            By.CSS_SELECTOR, f"span[data-study='{name}'][data-field='{field}']").text
+        assert span("winner_trial") == str(best.number) and span("winner_model") == key_params(best)
+        rows = browser.find_elements(By.CSS_SELECTOR, f"table.top tr[data-study='{name}']")
+        finished = [t for t in study.trials if t.state.is_finished()]
+        assert len(rows) == len(finished) and rows[0].get_attribute("data-trial") == str(best.number)
+        assert f"{evaluation['top1']:.4f}" in rows[0].text  # the exported trial's row has its test scores
+    reasons = browser.find_elements(By.CSS_SELECTOR, "tr[data-study='digits-mlp'][data-reason]")
+    assert [(r.get_attribute("data-reason"), r.find_elements(By.TAG_NAME, "td")[2].text) for r in reasons] == [
+        ("too slow", "1")]
+
+
+def test_one_report_shows_the_studies_of_two_runs_folders(browser, searched, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    other = tmp_path / "other-runs"
+    shutil.copytree(searched["RUNS_DIR"], other)  # a second folder whose studies have the same names
+    out = tmp_path / "both.html"
+    done = subprocess.run(["make", "--no-print-directory", "report"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **searched, "RUNS_DIRS": str(other), "REPORT": str(out)}, timeout=300)
+    assert done.returncode == 0 and "report of 4 studies" in done.stdout, done.stderr[-3000:]
+    browser.get(out.as_uri())
+    for root in (searched["RUNS_DIR"], str(other)):
+        for name in STUDIES:
+            best = best_trial(load(searched["RUNS_DIR"], name))
+            cell = browser.find_element(By.CSS_SELECTOR, f"td[data-study='{root}: {name}'][data-field='best_value']")
+            assert cell.text == f"{best.value:.4f}"

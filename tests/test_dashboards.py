@@ -59,3 +59,32 @@ def test_the_mlflow_ui_binds_to_localhost_and_hides_the_password(runs_env, tmp_p
     assert f"MLflow UI on postgresql://postgres:***@127.0.0.1:5432/{mlflow_database}: http://127.0.0.1:{port}" in out
     assert PASSWORD not in out and not [c for c in commands if PASSWORD in c]
     assert {addr.ip for addr in listening} == {"127.0.0.1"} and port in {addr.port for addr in listening}
+
+
+@pytest.mark.parametrize("command, setting, ready", [("dashboard", "DASHBOARD_PORT", "optuna-dashboard on"),
+                                                     ("mlflow", "MLFLOW_PORT", "MLflow UI on")])
+def test_the_dashboards_start_without_tensorflow(runs_env, tmp_path, command, setting, ready):
+    """What the command imports (``-X importtime``, which its MLflow server child does not
+    inherit), up to the line that says where it serves: neither TensorFlow nor Keras."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    log = tmp_path / "imports.log"
+    with log.open("w") as err:
+        server = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "imgsearch", command],
+                                  env={**os.environ, **runs_env, setting: str(port)}, stdout=subprocess.PIPE,
+                                  stderr=err, text=True)
+    try:
+        line = server.stdout.readline()
+        assert ready in line, log.read_text()[-2000:]
+        time.sleep(0.5)  # any import the serving loop would do
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    imported = {entry.split("|")[-1].strip().split(".")[0] for entry in log.read_text().splitlines()
+                if entry.startswith("import time:")}
+    assert "imgsearch" in imported  # the log was read
+    assert not imported & {"tensorflow", "keras", "autokeras", "keras_tuner"}

@@ -275,7 +275,7 @@ def test_a_trial_too_large_for_memory_is_pruned_before_it_allocates(runs_env):
     result = run_cli({**runs_env, "DATASET": "digits", "SPACE": "cnn", "IMAGE_SIZE": "512", "TRIALS": "1"})
     assert one_error(result) == ("error: no trial completed of 1 trials (the trial lines above say why); "
                                  "run the same command to resume the study")
-    assert "PRUNED   too large for memory: training would take about" in result.stdout
+    assert "pruned: too large for memory: training would take about" in result.stdout
 
 
 def test_a_dataset_too_large_for_memory_is_refused_before_it_is_decoded(runs_env, tmp_path):

@@ -32,7 +32,8 @@ def test_median_pruner_prunes_a_bad_trial(tmp_path, digits):
     assert runs[1].info.status == "KILLED" and runs[1].data.tags["optuna.state"] == "PRUNED"
     assert runs[0].info.status == "FINISHED" and runs[0].data.tags["optuna.state"] == "COMPLETE"
     step = max(bad.intermediate_values)
-    reason = f"pruned after epoch {step + 1} at {bad.intermediate_values[step]:.4f}"
+    reason = (f"by median after epoch {step + 1} at {bad.intermediate_values[step]:.4f} "
+              f"(the best other trial had {good.intermediate_values[step]:.4f} there)")
     assert bad.user_attrs[records.PRUNE_REASON_ATTR] == runs[1].data.tags[records.PRUNE_REASON_ATTR] == reason
 
 

@@ -11,11 +11,14 @@ in about a second, not after TensorFlow's start-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import optuna
 
@@ -23,7 +26,8 @@ from imgsearch.command_line.dashboards import dashboard, mlflow  # noqa: F401  (
 from imgsearch.command_line.local_workers import check_worker_count, run_local_workers, worker_environment
 from imgsearch.datasets import Dataset, DatasetSpec
 from imgsearch.datasets.arrays import NAME as ARRAYS
-from imgsearch.records import FINGERPRINT, INTERRUPTED_ATTR, MODEL_FILE, RETRY_OF_ATTR
+from imgsearch.records import BUDGET_ATTR, FINGERPRINT, INFO_FILE, INTERRUPTED_ATTR, LOCAL_WORKER, MODEL_FILE, RETRY_OF_ATTR
+from imgsearch.results.leaderboard import SHOWN
 from imgsearch.settings import SETTINGS, STUDY_KEYS, default
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.layout import RunsLayout
@@ -65,6 +69,7 @@ class Context:
     data_dir: Path
     tracking_uri: str
     arrays: Dataset | None = None  # the Python API's arrays (search/datasets/arrays.py)
+    mlflow_ui: str = ""  # where the dashboard's notes link to: a tracking server, else where `make mlflow` serves
 
     @property
     def params(self) -> dict:
@@ -91,7 +96,8 @@ class Context:
 
         # A tracking server stores artifacts itself; any other store keeps them in RUNS_DIR.
         served = self.tracking_uri.startswith(("http://", "https://", "databricks"))
-        return Tracker(self.tracking_uri, study, self.params, None if served else self.layout.mlflow_artifacts)
+        return Tracker(self.tracking_uri, study, self.params, None if served else self.layout.mlflow_artifacts,
+                       mlflow_ui=self.mlflow_ui, optuna_artifacts=self.layout.optuna_artifacts)
 
 
 def _context(args: argparse.Namespace, creating: bool, arrays: Dataset | None = None) -> Context:
@@ -157,7 +163,17 @@ def _resolve(args: argparse.Namespace, creating: bool, layout: RunsLayout, stora
     space.check_image_size(shape, settings["space"])
     tracking_uri = args.mlflow_tracking_uri or _local_tracking_uri(layout)
     return Context(layout, storage_url, storage, name, settings, exists, spec, space,
-                   Path(args.data_dir), tracking_uri, arrays)
+                   Path(args.data_dir), tracking_uri, arrays, _mlflow_ui(args, tracking_uri))
+
+
+def _mlflow_ui(args: argparse.Namespace, tracking_uri: str) -> str:
+    """The MLflow UI's address: a tracking server's own (without its password), else the one
+    ``make mlflow`` serves on (HOST and MLFLOW_PORT; 127.0.0.1 for an all-addresses HOST)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        parts = urlsplit(tracking_uri)
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "[::]") else args.host
+    return f"http://{host}:{args.mlflow_port}"
 
 
 def _check_arrays(settings: dict, arrays: Dataset | None, exists: bool, name: str) -> None:
@@ -238,6 +254,8 @@ def search(args: argparse.Namespace, arrays: Dataset | None = None) -> Outcome:
             for params in ctx.space.initial_params(data.image_shape):
                 study.enqueue_trial(params)
         again = _queue_again_what_was_interrupted(study)
+        seconds = _budget_seconds(args)
+        study.set_user_attr(BUDGET_ATTR, float(os.environ.get(BUDGET_TOTAL) or seconds) if seconds else None)
     if again:
         print(f"queued again: trials {', '.join(map(str, again))}, which were interrupted", flush=True)
     _announce(ctx, study, data, trials)
@@ -258,13 +276,14 @@ def search(args: argparse.Namespace, arrays: Dataset | None = None) -> Outcome:
                         + ("give a larger BUDGET, and " if budget.seconds is not None else "")
                         + "run the same command to resume the study")
     after = time.monotonic()
-    model_path, result = _export_and_evaluate(ctx, study, tracker, data)
     best = _best_trial(study)
+    current = _current_export(ctx, best)
+    model_path, result = current or _export_and_evaluate(ctx, study, tracker, data)
+    print(f"\nthe {min(SHOWN, len(study.trials))} best trials:\n{_leaderboard_text(study)}")
     print(f"\nbest trial {best.number}: val_accuracy {best.value:.4f}")
-    for key, value in best.params.items():
-        print(f"  {key} = {value}")
     top5 = f", top5 {result['top5']:.4f}" if "top5" in result else ""
-    print(f"exported model: {model_path}")
+    unchanged = " (unchanged: the best trial is the one exported before; not exported again)" if current else ""
+    print(f"exported model: {model_path}{unchanged}")
     print(f"evaluation:     {model_path.parent / 'evaluation.json'} (test top1 {result['top1']:.4f}{top5}, "
           f"n_test {result['n_test']})")
     if budget.seconds is not None:
@@ -272,6 +291,32 @@ def search(args: argparse.Namespace, arrays: Dataset | None = None) -> Outcome:
         print(f"time: {total - max(0.0, budget.left()):.0f} s of the {total:g} s budget searching, "
               f"then {time.monotonic() - after:.0f} s exporting and evaluating")
     return Outcome(study, model_path, result)
+
+
+def _current_export(ctx: Context, best) -> tuple[Path, dict] | None:
+    """(model path, evaluation) when the study's export is of ``best`` and was evaluated: a search
+    that changed nothing exports and registers nothing again."""
+    from imgsearch.results.evaluate import EVALUATION_FILE
+
+    folder = ctx.layout.exports(ctx.study_name)
+    paths = folder / MODEL_FILE, folder / INFO_FILE, folder / EVALUATION_FILE
+    if not all(path.is_file() for path in paths):
+        return None
+    info = json.loads(paths[1].read_text())
+    if info.get("trial") != best.number or info.get("val_accuracy") != best.value:
+        return None
+    return paths[0], json.loads(paths[2].read_text())
+
+
+def _leaderboard_text(study: optuna.Study) -> str:
+    from imgsearch.results.leaderboard import leaderboard
+
+    table = leaderboard(study, top=SHOWN)
+    if table["family"].isna().all():  # not SPACE=auto
+        table = table.drop(columns="family")
+    table["why"] = table["why"].str.slice(0, 60)
+    table["val"] = table["val"].round(4)
+    return table.to_string(index=False)
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -286,7 +331,8 @@ def worker(args: argparse.Namespace) -> int:
     with ctx.layout.setting_up():
         study = ctx.open_study()
         tracker = ctx.tracker(study)
-    _announce(ctx, study, data, trials)
+    if not os.environ.get(LOCAL_WORKER):  # a local worker's search has said it
+        _announce(ctx, study, data, trials)
     _add_trials(ctx, args, study, data, trials, tracker, Budget(_budget_seconds(args), ctx.settings["epochs"]))
     return 0
 
@@ -306,11 +352,13 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
     TRIALS_PER_PROCESS trials, UserError when trials keep failing."""
     from imgsearch.trials.engine import Search, Stop
     from imgsearch.trials.process_restart import RestartProcess
+    from imgsearch.trials.progress import worker_tag
 
     search = Search(study, ctx.storage, ctx.space, data, tracker, ctx.checkpoint(),
                     epochs=ctx.settings["epochs"], fixed=ctx.params, seed=ctx.settings["seed"], target=trials,
                     budget=budget, max_epoch_seconds=args.max_epoch_seconds, trials_per_process=args.trials_per_process)
     stop = search.run()
+    print(f"{worker_tag()}search stopped: {search.why(stop)}", flush=True)
     if stop is Stop.FAILING:
         raise UserError(f"search stopped: {search.failing_because}")
     if stop is Stop.RESTART:
@@ -341,6 +389,7 @@ def _evaluate(ctx: Context, tracker, data: Dataset) -> dict:
     result, files = evaluate_model(model_path, data, model_path.parent)
     metrics = {f"test_{k}": v for k, v in result.items() if k in ("top1", "top5", "loss", "n_test")}
     tracker.log_to_parent(metrics, files)
+    tracker.tag_latest_version(ctx.study_name, {k: f"{v:.4f}" for k, v in metrics.items() if k in ("test_top1", "test_top5")})
     return result
 
 
@@ -421,21 +470,31 @@ def predict(args: argparse.Namespace):
 
 
 def report(args: argparse.Namespace) -> int:
-    """Write one HTML file on every study in the study database and its MLflow runs."""
+    """Write one HTML file on every study in the study database and its MLflow runs, and in the
+    runs folders of RUNS_DIRS beside it."""
     layout = RunsLayout(Path(args.runs_dir))
+    others = [RunsLayout(Path(folder.strip())) for folder in (args.runs_dirs or "").split(",") if folder.strip()]
     if not args.storage:
         layout.check_study_db()
+    for other in others:
+        other.check_study_db()
     out = Path(args.report) if args.report else layout.root / "report.html"
     if out.is_dir():
         raise UserError(f"REPORT {out} is a folder; give the HTML file to write, e.g. REPORT={out / 'report.html'}")
     from imgsearch.results.report import write_report
 
-    with layout.readable_copy() as readable:  # a read-only RUNS_DIR (copied, say) is read from a copy
+    with contextlib.ExitStack() as stack:  # a read-only RUNS_DIR (copied, say) is read from a copy
+        readable = stack.enter_context(layout.readable_copy())
         storage_url = args.storage or default_storage_url(readable.study_db)
         tracking_uri = args.mlflow_tracking_uri or (_local_tracking_uri(readable) if readable.mlflow_db.is_file()
                                                     else None)
-        count = write_report(open_storage(storage_url), tracking_uri, out, mask_url(storage_url))
-    print(f"report of {count} studies: {out}")
+        sources = [(open_storage(storage_url), tracking_uri, str(layout.root) if others else mask_url(storage_url))]
+        for other in others:
+            copy = stack.enter_context(other.readable_copy())
+            sources.append((open_storage(default_storage_url(copy.study_db)),
+                            _local_tracking_uri(copy) if copy.mlflow_db.is_file() else None, str(other.root)))
+        count = write_report(sources, out)
+    print(f"report of {count} {'study' if count == 1 else 'studies'}: {out}")
     return 0
 
 

@@ -82,18 +82,22 @@ class _Quiet(WSGIRequestHandler):
 
 
 def dashboard(args: argparse.Namespace) -> int:
-    """optuna-dashboard on STORAGE (default the study database in RUNS_DIR), until stopped.
+    """optuna-dashboard on STORAGE (default the study database in RUNS_DIR), with the trials'
+    artifacts (RUNS_DIR/optuna-artifacts), until stopped.
 
     On an address other than this machine's own (HOST=0.0.0.0, say) it is served read-only,
     with a warning: optuna-dashboard has no authentication, and its API deletes studies.
     """
+    from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import wsgi
 
-    url = args.storage or default_storage_url(_layout(args).study_db)
+    layout = _layout(args)
+    url = args.storage or default_storage_url(layout.study_db)
     host, port = args.host, args.dashboard_port
     check_port_free(host, port, "DASHBOARD_PORT")
     storage = open_storage(url)
-    app = wsgi(storage)
+    layout.optuna_artifacts.mkdir(exist_ok=True)
+    app = wsgi(storage, artifact_store=FileSystemArtifactStore(layout.optuna_artifacts))
     if not is_loopback(host):
         app = read_only(app)
         print(f"warning: HOST={host} serves the dashboard to the network, read-only (no notes, no deleting): "
@@ -153,8 +157,8 @@ def mlflow(args: argparse.Namespace) -> int:
     try:
         local = base.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:")
         if _answers(local, server):
-            for name, link in runs_links(local):
-                print(f"  runs of {name}: {link}", flush=True)
+            for what, link in runs_links(local):
+                print(f"  {what}: {link}", flush=True)
         return server.wait()
     finally:
         if server.poll() is None:
@@ -189,5 +193,24 @@ def runs_links(base: str) -> list[tuple[str, str]]:
                                    "searchFilter": "attributes.run_name LIKE 'trial-%'",
                                    "orderByKey": f"metrics.`{OBJECTIVE_METRIC}`", "orderByAsc": "false"},
                                   quote_via=urllib.parse.quote)
-    return [(e["name"], f"{base}/#/experiments/{e['experiment_id']}/runs?{view}")
-            for e in experiments if e["experiment_id"] != "0"]
+    links = []
+    for e in experiments:
+        if e["experiment_id"] == "0":
+            continue
+        links.append((f"runs of {e['name']}", f"{base}/#/experiments/{e['experiment_id']}/runs?{view}"))
+        parent = _study_run(base, e["experiment_id"], e["name"])
+        if parent:
+            links.append((f"the study run of {e['name']} (test scores, confusion matrix)",
+                          f"{base}/#/experiments/{e['experiment_id']}/runs/{parent}"))
+    return links
+
+
+def _study_run(base: str, experiment_id: str, name: str) -> str | None:
+    """The id of the study's parent run (named after the study), None if there is none."""
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search",
+                                     data=json.dumps({"experiment_ids": [experiment_id], "max_results": 1,
+                                                      "filter": f"attributes.run_name = '{name}'"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        runs = json.load(response).get("runs", [])
+    return runs[0]["info"]["run_id"] if runs else None

@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 
+from imgsearch.records import LOCAL_WORKER
 from imgsearch.settings import SETTINGS
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.machine import GIB, available_memory, die_with_parent
 
 # Set in a local worker's environment: its number.
-LOCAL_WORKER = "IMGSEARCH_WORKER"
 # Options that belong to the process that starts the workers, not to the workers.
 NOT_PASSED = {"workers", "study", "storage"}
 # What one worker process needs at least: TensorFlow, a model, the dataset's pages.

@@ -12,8 +12,9 @@ import argparse
 import os
 import sys
 
+from imgsearch.records import LOCAL_WORKER
 from imgsearch.storage.errors import UserError
-from imgsearch.settings import COMMANDS, SETTINGS, TRAINING, help_text, misspelt, resolve
+from imgsearch.settings import COMMAND_HELP, COMMANDS, SETTINGS, TRAINING, help_text, misspelt, resolve
 from imgsearch.trials import signals
 from imgsearch.trials.signals import Terminated
 from imgsearch.trials.process_restart import RestartProcess
@@ -26,8 +27,13 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command and every setting (``search.settings.resolve``, as the Python API takes them)."""
-    parser = _Parser(prog="imgsearch", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="search", choices=COMMANDS)
+    commands = "\n".join(f"  {name:<10} {COMMAND_HELP[name]}" for name in COMMANDS)
+    parser = _Parser(prog="imgsearch", formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="AutoML search for image classifiers: an Optuna study over Keras models, every trial "
+                                 f"an MLflow run.\n\ncommands:\n{commands}",
+                     epilog="Every flag is also an environment variable (--image-size: IMAGE_SIZE); a flag wins. "
+                            "Bad input stops with one error line and exit status 2.")
+    parser.add_argument("command", nargs="?", default="search", choices=COMMANDS, help="what to do (above)")
     for setting in SETTINGS:
         text = os.environ.get(setting.env) or None
         parser.add_argument(setting.flag, type=setting.kind, default=setting.parse(text) if text else None,
@@ -43,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     signals.install()  # for the process's life: the command line is the process
     try:
-        if not os.environ.get("IMGSEARCH_WORKER"):  # a local worker's search has said it
+        if not os.environ.get(LOCAL_WORKER):  # a local worker's search has said it
             for line in misspelt(dict(os.environ)):
                 print(f"warning: {line}", file=sys.stderr, flush=True)
         args = parse_args(sys.argv[1:] if argv is None else argv)

@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from imgsearch.results.checkpoints import best_of
+from imgsearch.results.trial_notes import TrialNotes
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.files import is_disk_full
 from imgsearch.storage.machine import alive
@@ -119,10 +120,13 @@ class Tracker:
     """The MLflow side of one study (an experiment named after it, holding its parent run).
 
     ``artifact_root`` is where a new experiment keeps artifacts when the tracking store
-    is local; None lets a tracking server choose.
+    is local; None lets a tracking server choose. With ``mlflow_ui`` (the UI's address), each
+    finished trial gets a dashboard note linking to its run, and its learning curves and model
+    summary as Optuna artifacts in ``optuna_artifacts`` (search/results/trial_notes.py).
     """
 
-    def __init__(self, tracking_uri: str, study: optuna.Study, settings: dict, artifact_root: Path | None = None):
+    def __init__(self, tracking_uri: str, study: optuna.Study, settings: dict, artifact_root: Path | None = None,
+                 mlflow_ui: str | None = None, optuna_artifacts: Path | None = None):
         self.client = TrackingClient(tracking_uri)
         self.tracking_uri = tracking_uri
         self.study = study
@@ -137,6 +141,7 @@ class Tracker:
             if experiment.tags.get(_EXPERIMENT_KIND[0]) != _EXPERIMENT_KIND[1]:
                 self.client.set_experiment_tag(self.experiment_id, *_EXPERIMENT_KIND)
         self.parent_run_id = self._parent_run()
+        self.notes = TrialNotes(mlflow_ui, self.experiment_id, optuna_artifacts) if mlflow_ui else None
 
     def _parent_run(self) -> str:
         run_id = self.study.user_attrs.get(PARENT_RUN_ATTR)
@@ -174,7 +179,7 @@ class Tracker:
             end_run(self.client, run.info.run_id, trial.number, "FAIL",
                     f"cannot store the run's id in the study: {type(exc).__name__}: {exc}")
             raise
-        return TrialRun(self.client, run.info.run_id, fixed)
+        return TrialRun(self.client, run.info.run_id, fixed, self.notes)
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Study callback: the best value so far on the parent run (``best_val_accuracy``, its
@@ -228,10 +233,20 @@ class Tracker:
             self.client.get_run(run_id)
         except MlflowException:
             run_id = self.parent_run_id
-        mlflow.set_tracking_uri(self.tracking_uri)  # Model.log's own client and the registry's,
-        mlflow.set_experiment(experiment_id=self.experiment_id)  # and the logged model's experiment
-        return Model.log(artifact_path=None, flavor=mlflow.keras, model=model, run_id=run_id,
-                         tags={EXPORTER_TAG: WORKER}, **log_kwargs)
+        # MLflow's fluent API sets these in os.environ, where every later command and child process of
+        # this one (a notebook's, with the Python API) would find them: they are put back afterwards.
+        saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+        try:
+            mlflow.set_tracking_uri(self.tracking_uri)  # Model.log's own client and the registry's,
+            mlflow.set_experiment(experiment_id=self.experiment_id)  # and the logged model's experiment
+            return Model.log(artifact_path=None, flavor=mlflow.keras, model=model, run_id=run_id,
+                             tags={EXPORTER_TAG: WORKER}, **log_kwargs)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     @property
     def lost(self) -> TrackingLost | None:
@@ -311,7 +326,15 @@ class Tracker:
             name, version, description=f"trial {trial.number} of study {self.study.study_name}: "
                                        f"{OBJECTIVE_METRIC} (best epoch's val_accuracy) {trial.value:.4f}")
         self.client.set_model_version_tag(name, version, "optuna.trial", str(trial.number))
-        self.client.set_model_version_tag(name, version, OBJECTIVE_METRIC, repr(trial.value))
+        self.client.set_model_version_tag(name, version, OBJECTIVE_METRIC, f"{trial.value:.4f}")
+
+    def tag_latest_version(self, name: str, tags: dict[str, str]) -> None:
+        """Tag the newest version of registered model ``name`` (the export's), if there is one."""
+        versions = self.client.search_model_versions(f"name='{name}'")
+        if versions:
+            latest = max(versions, key=lambda v: int(v.version))
+            for key, value in tags.items():
+                self.client.set_model_version_tag(name, latest.version, key, value)
 
     def reopen(self) -> None:
         """Mark the parent run RUNNING: this process is about to add trials to the study. First
@@ -352,6 +375,14 @@ def learning_curves(curves: dict[str, list[tuple[int, float]]]) -> Figure:
     return fig
 
 
+def _shown(key: str, value: float) -> float:
+    """An epoch metric as MLflow stores it: NaN for an infinite one, and an accuracy or a loss to 7
+    significant digits (float32's): 0.563, not 0.5630000233650208."""
+    if not math.isfinite(value):
+        return float("nan")
+    return float(f"{value:.7g}") if "accuracy" in key or "loss" in key else value
+
+
 def _now() -> int:
     return int(time.time() * 1000)
 
@@ -364,9 +395,11 @@ def best_step(points: list[tuple[int, float]], value: float) -> int:
 class TrialRun:
     """One trial's MLflow run: params, per-epoch metrics, model info, final state."""
 
-    def __init__(self, client: MlflowClient, run_id: str, fixed: dict):
-        self.client, self.run_id, self.fixed = client, run_id, fixed
+    def __init__(self, client: MlflowClient, run_id: str, fixed: dict, notes: TrialNotes | None = None):
+        self.client, self.run_id, self.fixed, self.notes = client, run_id, fixed, notes
         self.objective_points: list[tuple[int, float]] = []  # (step, val_accuracy) of each epoch
+        self.curves: dict[str, list[tuple[int, float]]] = {}  # every epoch metric: (step, value)
+        self.summary: str | None = None
         self._logged: set[str] = set()
 
     def log_params(self, sampled: dict, derived: dict | None = None) -> None:
@@ -386,15 +419,15 @@ class TrialRun:
 
     def log_epoch(self, step: int, metrics: dict[str, float]) -> None:
         finite = {k: float(v) for k, v in metrics.items() if v is not None}
+        for key, value in finite.items():
+            self.curves.setdefault(key, []).append((step, value))
         timestamp = _now()
-        self.client.log_batch(
-            self.run_id,
-            metrics=[Metric(k, v if math.isfinite(v) else float("nan"), timestamp, step) for k, v in finite.items()],
-        )
+        self.client.log_batch(self.run_id, metrics=[Metric(k, _shown(k, v), timestamp, step) for k, v in finite.items()])
         if OBJECTIVE in finite:
             self.objective_points.append((step, finite[OBJECTIVE]))
 
     def log_model_info(self, param_count: int, summary: str) -> None:
+        self.summary = summary
         self.client.log_metric(self.run_id, "param_count", param_count)
         self.client.log_text(self.run_id, summary, "model_summary.txt")
 
@@ -419,3 +452,7 @@ class TrialRun:
             step = best_step(self.objective_points, value)
             self.client.log_metric(self.run_id, OBJECTIVE_METRIC, value, step=step)
         end_run(self.client, self.run_id, trial.number, state, reason)
+        if self.notes is not None:
+            ended = (f"complete: val_accuracy {value:.4f}" if state == "COMPLETE" else
+                     f"pruned: {reason or 'by the pruner'}" if state == "PRUNED" else f"failed: {reason}")
+            self.notes.write(trial, ended, self.run_id, self.summary, self.curves)

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -28,12 +29,20 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from imgsearch.records import (BUDGET_ATTR, FAIL_REASON_ATTR, OBJECTIVE, PARENT_RUN_ATTR, PRUNE_REASON_ATTR,  # noqa: E402
+                               RUN_ID_ATTR, SETTINGS_ATTR, family_of)
 from imgsearch.results.checkpoints import best_of as best_trial_of, best_trial  # noqa: E402
-from imgsearch.records import OBJECTIVE, PARENT_RUN_ATTR, RUN_ID_ATTR, SETTINGS_ATTR, family_of  # noqa: E402
+from imgsearch.results.leaderboard import key_params, leaderboard  # noqa: E402
 
 TOP_TRIALS = 3  # learning curves of this many best trials per study
+TOP_TABLE = 10  # rows of a study's table of its best trials
 WORST_CLASSES = 5
+# fANOVA's ranking of a few trials is noise (5 trials once ranked label smoothing first, the
+# backbone last): below this many complete trials the report says so instead of plotting it.
+MIN_TRIALS_FOR_IMPORTANCES = 10
 _STATES = ("COMPLETE", "PRUNED", "FAIL")
+# What a study's settings block shows, in this order (the recorded settings; the budget from the study's attrs).
+SHOWN_SETTINGS = ("dataset", "space", "epochs", "image_size", "sampler", "pruner", "seed")
 
 
 @dataclass
@@ -54,6 +63,11 @@ class StudyReport:
     importance_png: bytes | None = None
     curves_png: bytes | None = None
     families: list[dict] = field(default_factory=list)  # SPACE=auto: each family's best, trials and seconds
+    settings: dict = field(default_factory=dict)  # SHOWN_SETTINGS and the budget, as the study recorded them
+    winner: dict = field(default_factory=dict)  # the best trial: family, key params, every param
+    top: list[dict] = field(default_factory=list)  # the best trials' leaderboard rows
+    reasons: list[dict] = field(default_factory=list)  # pruned and failed trials grouped: state, reason, count
+    source: str = ""  # the study database it was read from (a report may hold several)
 
 
 def collect(study: optuna.Study, client: MlflowClient | None) -> StudyReport:
@@ -70,6 +84,13 @@ def collect(study: optuna.Study, client: MlflowClient | None) -> StudyReport:
     )
     report.importance_png = _importances(study)
     report.families = _families(trials) if report.space == "auto" else []
+    report.settings = {**{key: settings.get(key) for key in SHOWN_SETTINGS},
+                       "budget": study.user_attrs.get(BUDGET_ATTR)}
+    report.top = leaderboard(study, top=TOP_TABLE).to_dict("records")
+    report.reasons = grouped_reasons(trials)
+    if best is not None:
+        report.winner = {"trial": best.number, "family": family_of(best), "model": key_params(best),
+                         "params": dict(best.params)}
     if client is None:
         return report
     if best is not None and best.user_attrs.get(RUN_ID_ATTR):
@@ -78,6 +99,22 @@ def collect(study: optuna.Study, client: MlflowClient | None) -> StudyReport:
     report.test, report.confusion_png = _evaluation(client, study.user_attrs.get(PARENT_RUN_ATTR))
     report.curves_png = _learning_curves(client, study, trials)
     return report
+
+
+def grouped_reasons(trials: list[optuna.trial.FrozenTrial]) -> list[dict]:
+    """Pruned and failed trials by why, most first: {state, reason, count, example}. A reason is
+    its recorded text up to its first ':', '(' or ' after epoch' ("by hyperband", "cannot finish",
+    "too slow", "WeightsUnavailable"), so trials stopped for the same cause count together."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for trial in trials:
+        if trial.state.name not in ("PRUNED", "FAIL"):
+            continue
+        text = trial.user_attrs.get(PRUNE_REASON_ATTR if trial.state.name == "PRUNED" else FAIL_REASON_ATTR) or ""
+        reason = re.split(r":|\(| after epoch", text, maxsplit=1)[0].strip() or "no reason recorded"
+        groups.setdefault((trial.state.name, reason), []).append(text)
+    rows = [{"state": state, "reason": reason, "count": len(texts), "example": texts[0]}
+            for (state, reason), texts in groups.items()]
+    return sorted(rows, key=lambda r: (-r["count"], r["state"], r["reason"]))
 
 
 def _families(trials: list[optuna.trial.FrozenTrial]) -> list[dict]:
@@ -123,9 +160,10 @@ def _png(fig) -> bytes:
 
 
 def _importances(study: optuna.Study) -> bytes | None:
-    """Optuna's parameter-importance plot (fANOVA); None while too few trials vary."""
+    """Optuna's parameter-importance plot (fANOVA); None below MIN_TRIALS_FOR_IMPORTANCES complete
+    trials or while too few of them vary."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 2:
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCES:
         return None
     try:
         with warnings.catch_warnings():
@@ -166,24 +204,37 @@ def _learning_curves(client: MlflowClient, study: optuna.Study, trials) -> bytes
     top = sorted(complete, key=lambda t: (-t.value, t.number))[:TOP_TRIALS]
     if not top:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, (ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     for trial in top:
-        color = None  # a trial's two curves share a colour
-        for key, style in ((OBJECTIVE, "-"), ("accuracy", "--")):
-            try:
-                history = sorted(client.get_metric_history(trial.user_attrs[RUN_ID_ATTR], key), key=lambda m: m.step)
-            except MlflowException:
-                continue
+        color, run_id = None, trial.user_attrs[RUN_ID_ATTR]  # a trial's curves share a colour
+        for axes, key, style in ((ax, OBJECTIVE, "-"), (ax, "accuracy", "--"), (loss_ax, "val_loss", "-"),
+                                 (loss_ax, "loss", "--")):
+            history = _history(client, run_id, key)
             if history:
-                line, = ax.plot([m.step + 1 for m in history], [m.value for m in history], style, marker="o",
-                                markersize=3, color=color, label=f"trial {trial.number} {key}")
+                line, = axes.plot([m.step + 1 for m in history], [m.value for m in history], style, marker="o",
+                                  markersize=3, color=color, label=f"trial {trial.number} {key}")
                 color = line.get_color()
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=7)
+        phases = _history(client, run_id, "phase")
+        for before, after in zip(phases, phases[1:]):  # a later phase (fine-tuning) begins: a marker
+            if after.value != before.value:
+                for axes in (ax, loss_ax):
+                    axes.axvline(after.step + 0.5, color=color, linestyle=":", alpha=0.7)
+    for axes, label in ((ax, "accuracy"), (loss_ax, "loss")):
+        axes.set_xlabel("epoch (dotted line: the next training phase begins)")
+        axes.set_ylabel(label)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    ax.set_ylim(0, 1)
     fig.tight_layout()
     return _png(fig)
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> list:
+    try:
+        return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    except MlflowException:
+        return []
 
 
 def best_so_far_plot(reports: list[StudyReport]) -> bytes:
@@ -195,7 +246,9 @@ def best_so_far_plot(reports: list[StudyReport]) -> bytes:
             ax.step(xs, ys, where="post", marker="o", markersize=3, label=report.name)
     ax.set_xlabel("seconds since the study's first trial started")
     ax.set_ylabel("best val_accuracy so far")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1)  # the whole scale: a gain of 0.007 looks as small as it is
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=10, loc="lower right")
     fig.tight_layout()
     return _png(fig)
 
@@ -235,7 +288,7 @@ def _spaces_by_dataset(reports: list[StudyReport]) -> str:
             f"<td>{_fmt(r.param_count)}</td><td>{r.counts['COMPLETE'] + r.counts['PRUNED']}</td>"
             f"<td>{_fmt(r.train_seconds, 0)}</td></tr>" for r in rows)
         parts.append(f"<h3>{html.escape(dataset)}</h3><table><tr><th>space</th><th>best val_accuracy</th>"
-                     f"<th>test top-1</th><th>parameters</th><th>trials</th><th>training s</th></tr>{body}</table>")
+                     f"<th>test top-1</th><th>parameters</th><th>trials</th><th>all trials' s</th></tr>{body}</table>")
     return "".join(parts)
 
 
@@ -250,11 +303,71 @@ def _families_table(r: StudyReport) -> str:
             f"<th>best trial</th><th>complete / finished trials</th><th>seconds</th></tr>{rows}</table>")
 
 
+def _settings_block(r: StudyReport) -> str:
+    classes = len(r.test.get("per_class_accuracy", {})) or None
+    shown = {**r.settings, "classes": classes, "test images": r.test.get("n_test")}
+    rows = "".join(f"<tr><th>{html.escape(key)}</th>{_cell(r, 'setting_' + key.replace(' ', '_'), value)}</tr>"
+                   for key, value in shown.items())
+    return f"<div><h3>Settings</h3><table class='settings'>{rows}</table></div>"
+
+
+def _winner_block(r: StudyReport) -> str:
+    if not r.winner:
+        return "<div><h3>Winner</h3><p class='none'>no complete trial</p></div>"
+    w = r.winner
+    params = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in w["params"].items())
+    family = f" ({html.escape(w['family'])})" if w["family"] else ""
+    return (f"<div><h3>Winner: trial {_span(r, 'winner_trial', w['trial'])}{family}</h3>"
+            f"<p>{_span(r, 'winner_model', w['model'])}</p><table class='params'>{params}</table></div>")
+
+
+def _span(r: StudyReport, field_name: str, value) -> str:
+    return f"<span data-study='{html.escape(r.name)}' data-field='{field_name}'>{html.escape(_fmt(value))}</span>"
+
+
+def _top_table(r: StudyReport) -> str:
+    header = ("<tr><th>trial</th><th>family</th><th>model</th><th>val_accuracy</th><th>test top-1</th>"
+              "<th>test top-5</th><th>epochs</th><th>seconds</th><th>parameters</th><th>state</th><th>why</th></tr>")
+    rows = []
+    for row in r.top:
+        exported = row["trial"] == r.best_number
+        test = (_fmt(r.test.get("top1")), _fmt(r.test.get("top5"))) if exported else ("", "")
+        cells = [row["trial"], row["family"] or "", row["params"], _fmt(_number(row["val"])), *test, row["epochs"],
+                 _fmt(_number(row["seconds"]), 0), _fmt(_number(row["parameters"])), row["state"], row["why"]]
+        rows.append(f"<tr data-study='{html.escape(r.name)}' data-trial='{row['trial']}'>"
+                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return (f"<h3>The {len(r.top)} best trials (test scores: the exported model)</h3>"
+            f"<table class='top'>{header}{''.join(rows)}</table>")
+
+
+def _number(value):
+    """A table value as a Python number, None for pandas' and NumPy's missing values."""
+    if value is None or value != value or str(value) == "<NA>":
+        return None
+    return float(value) if isinstance(value, float) or hasattr(value, "dtype") and value.dtype.kind == "f" else int(value)
+
+
+def _reasons_table(r: StudyReport) -> str:
+    if not r.reasons:
+        return "<h3>Why trials were pruned or failed</h3><p class='none'>none was</p>"
+    rows = "".join(f"<tr data-study='{html.escape(r.name)}' data-reason='{html.escape(g['reason'])}'>"
+                   f"<td>{g['state'].lower()}</td><td>{html.escape(g['reason'])}</td><td>{g['count']}</td>"
+                   f"<td>{html.escape(g['example'])}</td></tr>" for g in r.reasons)
+    return ("<h3>Why trials were pruned or failed</h3><table class='reasons'><tr><th>state</th><th>reason</th>"
+            f"<th>trials</th><th>for example</th></tr>{rows}</table>")
+
+
 def _study_section(r: StudyReport) -> str:
     worst = sorted(r.test.get("per_class_accuracy", {}).items(), key=lambda kv: kv[1])[:WORST_CLASSES]
     worst_rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{acc:.3f}</td></tr>" for name, acc in worst)
-    return (f"<section><h2>{html.escape(r.name)}</h2>{_families_table(r)}<div class='row'>"
-            f"<div><h3>Parameter importances</h3>{_img(r.importance_png, 'parameter importances')}</div>"
+    complete = r.counts["COMPLETE"]
+    importances = (_img(r.importance_png, "parameter importances") if r.importance_png is not None else
+                   f"<p class='few'>{complete} complete trial{'s' if complete != 1 else ''}: too few to rank the "
+                   f"parameters (the report ranks them from {MIN_TRIALS_FOR_IMPORTANCES} on)</p>")
+    source = f"<p>{html.escape(r.source)}</p>" if r.source else ""
+    return (f"<section><h2>{html.escape(r.name)}</h2>{source}<div class='row'>{_settings_block(r)}"
+            f"{_winner_block(r)}</div>{_top_table(r)}{_reasons_table(r)}{_families_table(r)}<div class='row'>"
+            f"<div><h3>Parameter importances</h3>{importances}</div>"
             f"<div><h3>Learning curves of the top {TOP_TRIALS} trials</h3>{_img(r.curves_png, 'learning curves')}</div>"
             f"<div><h3>Confusion matrix (test, exported model)</h3>{_img(r.confusion_png, 'confusion matrix')}</div>"
             f"<div><h3>Worst classes (test accuracy)</h3><table>{worst_rows or '<tr><td>-</td></tr>'}</table></div>"
@@ -270,22 +383,31 @@ def render(reports: list[StudyReport], source: str) -> str:
     """The whole HTML page."""
     header = ("<tr><th>study</th><th>dataset</th><th>space</th><th>complete</th><th>pruned</th><th>failed</th>"
               "<th>best val_accuracy</th><th>best trial</th><th>test top-1</th><th>test top-5</th>"
-              "<th>parameters</th><th>training s</th></tr>")
+              "<th>parameters</th><th>all trials' s</th></tr>")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Search report</title><style>{_STYLE}</style>"
             f"</head><body><h1>Search report</h1><p>{html.escape(source)}, {datetime.now():%Y-%m-%d %H:%M}. "
-            "Training s: the trials' own durations, summed. Test scores are the exported model's.</p>"
+            "All trials' s: the trials' own durations, summed (the compute the study spent); parameters: the best "
+            "trial's model. Test scores are the exported model's.</p>"
             f"<table id='studies'>{header}{''.join(_summary_row(r) for r in reports)}</table>"
             f"<h2>Best so far</h2>{_img(best_so_far_plot(reports), 'best so far')}"
             f"<h2>Spaces side by side</h2>{_spaces_by_dataset(reports)}"
             f"{''.join(_study_section(r) for r in reports)}</body></html>")
 
 
-def write_report(storage: optuna.storages.BaseStorage, tracking_uri: str | None, out: Path, source: str) -> int:
-    """Write the report of every study in ``storage`` to ``out``; return how many studies it has."""
+def write_report(sources: list[tuple[optuna.storages.BaseStorage, str | None, str]], out: Path) -> int:
+    """Write the report of every study of each (study storage, tracking URI, what to call it) to
+    ``out``; return how many studies it has. With several sources, a study's name in the report
+    is prefixed with its source's, so two runs folders' ``digits-mlp`` stay apart."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = MlflowClient(tracking_uri) if tracking_uri else None
-    names = sorted(optuna.get_all_study_names(storage))
-    reports = [collect(optuna.load_study(study_name=name, storage=storage), client) for name in names]
+    reports = []
+    for storage, tracking_uri, source in sources:
+        client = MlflowClient(tracking_uri) if tracking_uri else None
+        for name in sorted(optuna.get_all_study_names(storage)):
+            report = collect(optuna.load_study(study_name=name, storage=storage), client)
+            report.source = source
+            if len(sources) > 1:
+                report.name = f"{source}: {name}"
+            reports.append(report)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(reports, source))
+    out.write_text(render(reports, ", ".join(source for _, _, source in sources)))
     return len(reports)

@@ -38,6 +38,7 @@ class Budget:
         self.deadline = None if seconds is None else clock() + seconds
         self.reserve = 0.0  # the last seconds, kept for the end-of-budget step (``keep_for_ending``)
         self.ended = False  # set once it stopped the search
+        self.ended_because = "the budget is spent"  # what it said when it stopped the search
 
     def keep_for_ending(self, seconds: float) -> None:
         """Trials must end ``seconds`` before the deadline: the search's last step takes them."""
@@ -69,6 +70,9 @@ class Budget:
         left, least = self.training_left(), self.least_trial_seconds(study)
         if left is not None and (left <= 0 or (least is not None and left < least)):
             self.ended = True
+            if left > 0:
+                self.ended_because = (f"no trial can finish in the {left:.0f} s left (the fastest complete trial "
+                                      f"would need about {least:.0f} s for a third of its epochs)")
             study.stop()
 
 

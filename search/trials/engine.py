@@ -76,6 +76,16 @@ class Search:
     def failing_because(self) -> str | None:
         return self.progress.stopped_because
 
+    def why(self, stop: Stop) -> str:
+        """``stop`` in words, with the numbers that made it."""
+        if stop is Stop.TARGET:
+            return f"the study has its {self.target} finished trials (TRIALS)"
+        if stop is Stop.BUDGET:
+            return self.budget.ended_because if self.budget.ended else Stop.BUDGET.value
+        if stop is Stop.FAILING:
+            return self.failing_because
+        return stop.value
+
     def reached(self) -> bool:
         return reached(self.study, self.target)
 

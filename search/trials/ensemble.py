@@ -6,7 +6,7 @@ Why an ensemble and not "continue the best trial": a trial already ends on its b
 weights at the end of its planned schedule, so more epochs of it at its last learning rate
 seldom move it, while models of different families (a head on a backbone's features, a net
 from scratch) err on different images: averaging their probabilities is the one step that
-pays in seconds (README, "The budget race").
+pays in seconds (docs/race.md).
 
 The step is a trial of the study (``ENSEMBLE_STEP_ATTR``), so it has an MLflow run, a trial
 line, a place in the report, and, when it wins, it is what ``make export`` exports: one Keras

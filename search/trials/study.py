@@ -35,7 +35,7 @@ SAMPLERS = {
 }
 # Pruners act on the per-epoch validation accuracy; a step is one epoch. Hyperband's first rung
 # is after a third of the epochs: before that a trial is still in its learning-rate warmup, and
-# the measured curves cross (README, "How the defaults were chosen"). With 15 epochs that is two
+# the measured curves cross (docs/defaults.md). With 15 epochs that is two
 # brackets; the first judges a trial at step 5 (steps count epochs from 0).
 PRUNERS = {
     "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(min_resource=max(1, epochs // 3), max_resource=epochs),

@@ -69,6 +69,26 @@ class ModelLogger(NotCopied, keras.callbacks.Callback):
             self.logged = True
 
 
+class EpochLine(NotCopied, keras.callbacks.Callback):
+    """One line per epoch, counted against the trial's plan as it is now, with the phase's name
+    when the trial has several (Keras's own ``Epoch N/M`` counts the fit's ``epochs``, which the
+    budget may since have cut, and its progress bar would glue the next line to its own)."""
+
+    def __init__(self, plan: EpochPlan, phase: str | None, stream=None):
+        super().__init__()
+        self.plan, self.phase, self.stream, self.began = plan, phase, stream, time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.began = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        shown = [f"{key} {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", OBJECTIVE) if key in logs]
+        phase = f" ({self.phase})" if self.phase else ""
+        print(f"  epoch {epoch + 1}/{self.plan.total}{phase}: {', '.join(shown)} "
+              f"({time.perf_counter() - self.began:.1f} s)", file=self.stream or sys.stdout, flush=True)
+
+
 class PruningCallback(NotCopied, KerasPruningCallback):
     """optuna-integration's Keras pruning callback, except after the trial's last planned epoch.
 
@@ -86,10 +106,20 @@ class PruningCallback(NotCopied, KerasPruningCallback):
             try:
                 super().on_epoch_end(epoch, logs)
             except optuna.TrialPruned:
-                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at {value:.4f}") from None
+                raise optuna.TrialPruned(self._reason(epoch, value)) from None
             return
         if value is not None:
             self.trial.report(float(value), step=epoch)
+
+    def _reason(self, epoch: int, value: float) -> str:
+        """Which pruner, at which value, against what: the best other trial at that epoch."""
+        study = self.trial.study
+        pruner = type(study.pruner).__name__.removesuffix("Pruner").lower()
+        others = [t.intermediate_values.get(epoch) for t in study.get_trials(deepcopy=False)
+                  if t.number != self.trial.number]
+        best = max((v for v in others if v is not None), default=None)
+        against = f" (the best other trial had {best:.4f} there)" if best is not None else ""
+        return f"by {pruner} after epoch {epoch + 1} at {value:.4f}{against}"
 
 
 class EpochTimer(NotCopied, keras.callbacks.Callback):
@@ -338,6 +368,7 @@ def train(space: SearchSpace, candidate: Candidate, plan: EpochPlan, data: Datas
             *([timer] if timer is not None else []),
             WarmupCosine(lambda: phase_end(candidate.phases, plan, index) - begin, first_epoch=begin),
             EpochLogger(run, index + 1),  # before pruning, so a pruned trial's last epoch is logged
+            EpochLine(plan, phase.name if len(candidate.phases) > 1 else None),
             PruningCallback(trial, OBJECTIVE, plan),
             StopAtChance(check, chance, plan),  # after the pruner's report, so the study has the epoch's value
             FollowPlan(plan, lambda: phase_end(candidate.phases, plan, index)),
@@ -353,7 +384,7 @@ def train(space: SearchSpace, candidate: Candidate, plan: EpochPlan, data: Datas
             epochs=end,
             validation_data=(data.x_val, data.y_val),
             callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,
+            verbose=0,  # EpochLine says each epoch
         )
         done += len(history.epoch)
         losses += history.history.get("loss", [])
