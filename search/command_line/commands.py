@@ -326,7 +326,8 @@ def worker(args: argparse.Namespace) -> int:
     trials = _trial_target(args)
     ctx = _context(args, creating=False)
     for note in ctx.space.check_ready():  # this machine may lack what the study's machine had
-        print(f"note: {note}", flush=True)
+        if not os.environ.get(LOCAL_WORKER):  # the search that started this one said it
+            print(f"note: {note}", flush=True)
     data = ctx.load_data()
     with ctx.layout.setting_up():
         study = ctx.open_study()
@@ -352,7 +353,7 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
     TRIALS_PER_PROCESS trials, UserError when trials keep failing."""
     from imgsearch.trials.engine import Search, Stop
     from imgsearch.trials.process_restart import RestartProcess
-    from imgsearch.trials.progress import worker_tag
+    from imgsearch.trials.progress import plural, worker_tag
 
     search = Search(study, ctx.storage, ctx.space, data, tracker, ctx.checkpoint(),
                     epochs=ctx.settings["epochs"], fixed=ctx.params, seed=ctx.settings["seed"], target=trials,
@@ -362,7 +363,7 @@ def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, dat
     if stop is Stop.FAILING:
         raise UserError(f"search stopped: {search.failing_because}")
     if stop is Stop.RESTART:
-        print(f"{search.trial_count.count} trials in this process: continuing in a fresh one "
+        print(f"{worker_tag()}{plural(search.trial_count.count, 'trial')} in this process: continuing in a fresh one "
               "(returns TensorFlow's memory)", flush=True)
         raise RestartProcess(budget.left())
 

@@ -16,6 +16,7 @@ from optuna_integration import KerasPruningCallback
 
 from imgsearch.trials import signals
 from imgsearch.trials.budget import EpochPlan
+from imgsearch.trials.progress import worker_tag
 from imgsearch.datasets import Dataset
 from imgsearch.records import OBJECTIVE, STARTUP_SECONDS_ATTR, family_of
 from imgsearch.results.mlflow_runs import TrialRun
@@ -85,7 +86,7 @@ class EpochLine(NotCopied, keras.callbacks.Callback):
         logs = logs or {}
         shown = [f"{key} {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", OBJECTIVE) if key in logs]
         phase = f" ({self.phase})" if self.phase else ""
-        print(f"  epoch {epoch + 1}/{self.plan.total}{phase}: {', '.join(shown)} "
+        print(f"{worker_tag()}  epoch {epoch + 1}/{self.plan.total}{phase}: {', '.join(shown)} "
               f"({time.perf_counter() - self.began:.1f} s)", file=self.stream or sys.stdout, flush=True)
 
 
