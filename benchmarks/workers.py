@@ -47,7 +47,7 @@ def _worker(url: str, study_name: str, total: int, barrier, errors) -> None:
         print(f"  worker error: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
 
 
-def measure(url: str, workers: int, per_worker: int) -> tuple[float, int, int]:
+def measure(url: str, workers: int, per_worker: int) -> tuple[float, int, int, int]:
     """(seconds, counted trials, surplus trials, errors) for ``workers`` processes on a new study at ``url``."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     optuna.create_study(study_name=name, storage=open_storage(url))

@@ -207,7 +207,7 @@ class BackbonePreprocess(layers.Layer):
     def standard_layer(self) -> layers.Layer:
         """A layer of Keras's own that computes the same (for an export that loads in plain Keras):
         keras.applications' three preprocessing modes, or the identity where the backbone
-        preprocesses inside itself. ``tests/test_export.py`` compares each with ``preprocess``."""
+        preprocesses inside itself. ``tests/test_api.py`` compares each with ``preprocess``."""
         mode = PREPROCESS_MODE[ZOO[self.backbone].family]
         name = f"{self.name}_standard"
         if mode == "tf":  # x / 127.5 - 1

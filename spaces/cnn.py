@@ -3,10 +3,10 @@
 The space keeps only the region where small CNNs train well in a few epochs on a CPU
 budget (measured: docs/defaults.md): batch norm after every conv,
 3x3 kernels, flip and shift augmentation, a warmup + cosine learning-rate schedule (set by
-the training loop), and per-optimizer learning-rate ranges. What the old space's measured
-search wasted its budget on is gone (no batch norm at a high learning rate: chance; 7x7
-kernels: over 500 s an epoch), and so are rotation and zoom (not measured: left out as
-costly per batch on a CPU, with flip and shift already there).
+the training loop), and per-optimizer learning-rate ranges. Left out, as measured searches
+wasted budgets on them: no batch norm at a high learning rate (chance), 7x7 kernels (over 500 s
+an epoch); and rotation and zoom (not measured: costly per batch on a CPU, with flip and shift
+already there).
 """
 
 from __future__ import annotations

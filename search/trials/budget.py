@@ -55,10 +55,6 @@ class Budget:
     def training_left(self) -> float | None:
         return None if self.deadline is None else self.training_deadline - self.clock()
 
-    @property
-    def expired(self) -> bool:
-        return self.deadline is not None and self.clock() >= self.deadline
-
     def least_trial_seconds(self, study: optuna.Study) -> float | None:
         """The time the fastest complete trial's epochs would need for the shortest worthwhile run."""
         seconds = complete_epoch_seconds(study)
