@@ -1,0 +1,112 @@
+"""The pure rules, checked in milliseconds: epoch planning, the budget's stop, the best trial,
+scores, how a trial is described and why trials stopped, grouped."""
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import optuna
+import pytest
+
+from imgsearch import records
+from imgsearch.results.checkpoints import best_of
+from imgsearch.results.evaluate import score
+from imgsearch.results.leaderboard import key_params, why
+from imgsearch.results.report import grouped_reasons
+from imgsearch.spaces.base import Phase
+from imgsearch.trials.budget import Budget, EpochPlan
+from imgsearch.trials.progress import how_it_ended, plural
+from imgsearch.trials.training import plan_epochs
+
+START = datetime(2026, 1, 1)
+
+
+def trial(number, state="COMPLETE", value=None, params=None, attrs=None, epochs=0, done_after=0):
+    """A FrozenTrial as the study holds it (``epochs`` intermediate values)."""
+    params = params or {}
+    return optuna.trial.FrozenTrial(
+        number=number, state=getattr(optuna.trial.TrialState, state), value=None,
+        datetime_start=START, datetime_complete=START + timedelta(seconds=done_after),
+        params=params, distributions={k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()},
+        user_attrs=attrs or {}, system_attrs={}, intermediate_values={i: 0.5 for i in range(epochs)},
+        trial_id=number, values=None if value is None else [value])
+
+
+@pytest.mark.parametrize("shares, epochs, plan", [
+    ((1.0,), 15, [15]),
+    ((0.5, 0.5), 15, [8, 7]),  # rounded on the running total
+    ((0.9, 0.1), 3, [3, 0]),  # a later phase may get none
+    ((0.1, 0.9), 2, [1, 1]),  # the first phase gets at least one
+])
+def test_plan_epochs_splits_the_epochs_by_share(shares, epochs, plan):
+    assert plan_epochs(tuple(Phase(f"p{i}", s) for i, s in enumerate(shares)), epochs) == plan
+
+
+def test_an_epoch_plan_is_cut_to_the_deadline_and_a_hopeless_first_epoch_is_refused():
+    now = 100.0
+    plan = EpochPlan(15, deadline=now + 60, clock=lambda: now)
+    assert plan.fit_to(0, now, seconds_per_epoch=2) is None and plan.total == 15  # 15 x 2.2 s fit in 60 s
+    assert plan.fit_to(0, now, seconds_per_epoch=6) is None and plan.total == 9  # 60 // 6.6
+    assert "cannot finish: about 20 s per epoch, 60 s of the budget left for 9 epochs" == plan.fit_to(0, now, 20)
+    assert plan.fit_to(5, now, 20) is None and plan.total == 7  # later, what was trained is kept
+    assert plan.ends_late(now + 50, 10) and not plan.ends_late(now, 10)
+    assert EpochPlan(15).fit_to(0, now, 1e9) is None  # no deadline, no cut
+
+
+def test_the_budget_stops_the_search_and_says_why():
+    now = [0.0]
+    budget = Budget(100, epochs=15, clock=lambda: now[0])
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={records.EPOCH_SECONDS_ATTR: 10.0}))
+    now[0] = 60.0  # 40 s left; the fastest trial needs 10 x 1.1 x 5 = 55 s for a third of its epochs
+    study.optimize(lambda t: 0.1, n_trials=1, callbacks=[budget])  # Study.stop works from a callback only
+    assert budget.ended and budget.ended_because.startswith("no trial can finish in the 40 s left")
+    spent = Budget(10, epochs=15, clock=lambda: now[0])
+    now[0] += 11
+    study.optimize(lambda t: 0.1, n_trials=1, callbacks=[spent])
+    assert spent.ended and spent.ended_because == "the budget is spent"
+
+
+def test_the_best_trial_is_the_highest_then_the_first_to_complete():
+    trials = [trial(0, value=0.8, done_after=5), trial(1, value=0.9, done_after=9), trial(2, value=0.9, done_after=7),
+              trial(3, "PRUNED", value=0.95)]
+    assert best_of(trials).number == 2
+    assert best_of([trial(0, "PRUNED", value=0.9)]) is None
+
+
+def test_scores_top1_top5_loss_and_the_confusion_matrix():
+    probabilities = np.full((4, 6), 0.1)
+    probabilities[np.arange(4), [0, 1, 2, 0]] = 0.5  # the last image's true class (3) is not first
+    result = score(probabilities, np.array([0, 1, 2, 3]), list("abcdef"))
+    assert result["top1"] == 0.75 and result["top5"] == 1.0 and result["n_test"] == 4
+    assert result["loss"] == pytest.approx(-(3 * np.log(0.5) + np.log(0.1)) / 4)
+    assert result["confusion_matrix"][3][0] == 1 and result["per_class_accuracy"]["d"] == 0.0
+
+
+def test_a_trial_is_described_in_a_few_words_and_by_how_it_ended():
+    params = {"family": "transfer", "transfer/aug_flip": True, "transfer/backbone": "mobilenet_0.25",
+              "transfer/resolution": 160, "transfer/head_layers": 0, "transfer/head_dropout": 0.2512,
+              "transfer/learning_rate": 0.001}
+    assert key_params(trial(0, value=0.8, params=params)) == \
+        "backbone=mobilenet_0.25, resolution=160, head_layers=0, head_dropout=0.251"
+    ensemble = trial(5, value=0.9, attrs={records.ENSEMBLE_OF_ATTR: [1, 0], records.ENSEMBLE_WEIGHTS_ATTR: [0.6, 0.4]})
+    assert key_params(ensemble) == "trials 1 (0.60), 0 (0.40)"
+    assert how_it_ended(trial(0, value=0.81234, epochs=15)) == "complete: val_accuracy 0.8123 (15 epochs)"
+    cut = trial(1, value=0.7, epochs=5, attrs={records.PLANNED_EPOCHS_ATTR: 5})
+    assert how_it_ended(cut) == "complete: val_accuracy 0.7000 (5 epochs, cut to fit the budget)"
+    assert why(cut) == "cut to 5 epochs to fit the budget"
+    late = trial(2, value=0.7, epochs=7, attrs={records.DEADLINE_ATTR: 7})
+    assert how_it_ended(late) == "complete: val_accuracy 0.7000 (stopped at the deadline after epoch 7)"
+    pruned = trial(3, "PRUNED", attrs={records.PRUNE_REASON_ATTR: "by hyperband after epoch 6 at 0.5000"})
+    assert how_it_ended(pruned) == "pruned: by hyperband after epoch 6 at 0.5000"
+    failed = trial(4, "FAIL", attrs={records.FAIL_REASON_ATTR: "WeightsUnavailable: no file"})
+    assert how_it_ended(failed) == "failed: WeightsUnavailable: no file" and why(failed) == "WeightsUnavailable: no file"
+    assert plural(1, "trial") == "1 trial" and plural(2, "trial") == "2 trials"
+
+
+def test_pruned_and_failed_trials_are_grouped_by_cause():
+    reasons = ["cannot finish: about 6 s per epoch, 21 s left", "cannot finish: about 33 s per epoch, 4 s left",
+               "by hyperband after epoch 6 at 0.72 (the best other trial had 0.80 there)"]
+    trials = [trial(i, "PRUNED", attrs={records.PRUNE_REASON_ATTR: r}) for i, r in enumerate(reasons)]
+    trials += [trial(3, "FAIL", attrs={records.FAIL_REASON_ATTR: "WeightsUnavailable: x"}), trial(4, value=0.5)]
+    assert [(g["state"], g["reason"], g["count"]) for g in grouped_reasons(trials)] == [
+        ("PRUNED", "cannot finish", 2), ("FAIL", "WeightsUnavailable", 1), ("PRUNED", "by hyperband", 1)]
