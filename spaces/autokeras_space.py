@@ -18,8 +18,8 @@ from typing import ClassVar
 import keras
 import keras_tuner
 import optuna
-from keras_tuner.src.engine import trial as kt_trial
-from keras_tuner.src.engine.hyperparameters import hp_types
+from keras_tuner.engine import hyperparameters as hp_types
+from keras_tuner.engine import trial as kt_trial
 
 from imgsearch.spaces.base import Candidate, SearchSpace
 

@@ -16,6 +16,7 @@ import time
 import optuna
 from sqlalchemy import exc as sa_exc
 
+from imgsearch.storage.compat import RDB_PRIVATE_CALLS
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.files import disk_full_message, is_disk_full
 from imgsearch.storage.urls import mask_url
@@ -118,7 +119,6 @@ def _retried(name: str):
 # Every call that reaches the database: the storage interface, and the RDBStorage methods
 # that Optuna's cache in front of it (_CachedStorage) calls directly. record_heartbeat is
 # handled above.
-_RDB_CALLS = {"_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials", "_set_trial_param",
-              "get_best_trial", "get_trial_id_from_study_id_trial_number"}
+_RDB_CALLS = RDB_PRIVATE_CALLS | {"get_best_trial", "get_trial_id_from_study_id_trial_number"}
 for _name in sorted(optuna.storages.BaseStorage.__abstractmethods__ | _RDB_CALLS):
     setattr(ReconnectingStorage, _name, _retried(_name))

@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO, free_port, serving
 from imgsearch.results.checkpoints import best_trial
 from imgsearch.results.leaderboard import key_params
+from imgsearch.storage.compat import study_id
 
 pytestmark = pytest.mark.xdist_group("browser")  # one test process: the searches and the browser, once
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -103,7 +104,7 @@ def test_the_optuna_dashboard_shows_the_studies_their_trials_notes_and_artifacts
         browser.get(f"http://127.0.0.1:{port}/dashboard")
         wait_for_text(browser, *STUDIES)
         study = load(searched["RUNS_DIR"], "digits-mlp")
-        browser.get(f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}/trials")
+        browser.get(f"http://127.0.0.1:{port}/dashboard/studies/{study_id(study)}/trials")
         best = best_trial(study)
         text = wait_for_text(browser, f"{len(study.trials)} Trials", *(f"Trial {t.number}" for t in study.trials))
         assert f"Trial {best.number}\nComplete\nBest Trial" in text  # the trial list marks the same best

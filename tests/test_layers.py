@@ -92,3 +92,16 @@ def test_inside_search_a_lower_part_imports_no_part_above_it(layer):
                                                   if folder_of(name) == "search" and name.split(".")[1] in above)
              for path in modules}
     assert {path: names for path, names in wrong.items() if names} == {}
+
+
+def test_no_product_module_imports_a_librarys_private_module():
+    """Private names of libraries (``keras_tuner.src``, ``optuna.storages._cached_storage``) are
+    used through ``storage/compat.py`` only, where ``tests/test_compat.py`` checks them."""
+    def private(name: str) -> bool:
+        parts = name.split(".")
+        return parts[0] != "imgsearch" and any(p == "src" or p.startswith("_") for p in parts[1:-1] or parts[1:])
+
+    wrong = {str(path.relative_to(REPO)): sorted(filter(private, imported_modules(path)))
+             for folder in ("search", "spaces", "storage") for path in sorted((REPO / folder).rglob("*.py"))
+             if path.name != "compat.py"}
+    assert {path: names for path, names in wrong.items() if names} == {}

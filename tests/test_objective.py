@@ -10,6 +10,7 @@ from conftest import GOOD_MLP as GOOD
 from conftest import new_search, trial_runs
 from imgsearch import records
 from imgsearch.results.mlflow_runs import Tracker
+from imgsearch.storage.compat import storage_of
 from imgsearch.storage.reconnect import DatabaseLost
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -195,7 +196,7 @@ def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, dig
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=2, callbacks=[checkpoint.after_trial])
     # A second process attaching to the same study re-uses the parent run.
-    again = Tracker(tracker.tracking_uri, optuna.load_study(study_name=study.study_name, storage=study._storage),
+    again = Tracker(tracker.tracking_uri, optuna.load_study(study_name=study.study_name, storage=storage_of(study)),
                     tracker.settings, tmp_path / "artifacts")
     assert again.parent_run_id == tracker.parent_run_id == study.user_attrs["mlflow_parent_run_id"]
     runs = trial_runs(tracker)
@@ -295,7 +296,7 @@ def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(t
     or while the trial reads the study before training: the run ends FAILED with why."""
     search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner())
     study, tracker, objective = search.study, search.tracker, search.objective
-    storage = study._storage._backend  # the ReconnectingStorage behind Optuna's cache
+    storage = storage_of(study)  # the ReconnectingStorage behind Optuna's cache
     lost = DatabaseLost("study database gone")
     trial = study.ask()
     storage.lost = lost  # what ReconnectingStorage holds once its retry time ran out

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from conftest import POSTGRES_URL, REPO
 from imgsearch.trials.stale_trials import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
 from imgsearch.trials.trial_target import counts
+from imgsearch.storage.compat import study_id, trial_id
 from imgsearch.storage.urls import default_storage_url
 from imgsearch import records
 
@@ -113,7 +114,7 @@ def test_a_stale_trial_is_queued_again_only_while_the_study_needs_it(tmp_path, t
     dead.set_user_attr(records.RUN_ID_ATTR, run_id)
     for trial in (dead, live):
         trial.set_user_attr(records.WORKER_ATTR, "host:1")
-    storage.record_heartbeat(dead._trial_id)  # the live trial's worker records none here: never stale
+    storage.record_heartbeat(trial_id(dead))  # the live trial's worker records none here: never stale
     time.sleep(2.2)  # past the grace period
     optuna.storages.fail_stale_trials(study)
 
@@ -263,7 +264,7 @@ def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_
     assert "RUNNING" not in states and "WAITING" not in states
     assert states.count("COMPLETE") == 6  # exactly the target: a trial started past it is pruned as surplus
     assert all(records.SURPLUS_ATTR in t.user_attrs for t in study.trials if t.state.name == "PRUNED")
-    attrs = [study.user_attrs, pg.get_study_system_attrs(study._study_id)] + [
+    attrs = [study.user_attrs, pg.get_study_system_attrs(study_id(study))] + [
         a for t in study.trials for a in (t.user_attrs, t.system_attrs)]
     assert password not in repr(attrs)
 

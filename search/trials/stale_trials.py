@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from imgsearch.trials.trial_target import finished_count, live_running
 from imgsearch.records import FAIL_REASON_ATTR, RUN_ID_ATTR
+from imgsearch.storage.compat import trial_id
 from imgsearch.results.mlflow_runs import TrackingLost, end_run
 
 STALE_REASON = "its worker stopped sending heartbeats (killed or lost); the trial was queued again"
@@ -53,5 +54,5 @@ def retire_unneeded_retries(study: optuna.Study, storage: optuna.storages.BaseSt
     reason = f"not needed: the study reached TRIALS={target} before this copy of a dead worker's trial ran"
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
         if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is not None:
-            storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            storage.set_trial_user_attr(trial_id(trial), FAIL_REASON_ATTR, reason)
+            storage.set_trial_state_values(trial_id(trial), optuna.trial.TrialState.FAIL)
