@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from imgsearch.spaces.catalog import FAMILY_NAMES, SPACE_NAMES, parse_backbones, parse_families
+from imgsearch.storage import DB_RETRY_SECONDS
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.urls import check_database_url, mask_url
 
@@ -237,7 +238,7 @@ SETTINGS = (
     Setting("heartbeat", int, "seconds between a running trial's heartbeats; one silent for 3 is retried",
             default=10, low=1, commands=TRAINING),
     Setting("db_retry", float, "seconds to keep retrying a study database that cannot be reached before stopping",
-            default=60.0, low=0, commands=ON_A_STUDY),
+            default=DB_RETRY_SECONDS, low=0, commands=ON_A_STUDY),
     Setting("trials_per_process", int, "continue in a fresh process after this many trials (0: never)",
             default=25, low=0, commands=TRAINING),
     # Each space's options: fields of its dataclass, recorded in the study with it.

@@ -8,18 +8,17 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from imgsearch.storage import DB_RETRY_SECONDS
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.reconnect import ReconnectingStorage
 from imgsearch.storage.urls import check_database_url, mask_url
 
 # Seconds a SQLite writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT_S = 60
-# Seconds a lost database is retried before the process stops.
-DEFAULT_DB_RETRY_S = 60
 
 
 def open_storage(url: str, heartbeat: int | None = None,
-                 retry_seconds: float = DEFAULT_DB_RETRY_S) -> optuna.storages.RDBStorage:
+                 retry_seconds: float = DB_RETRY_SECONDS) -> optuna.storages.RDBStorage:
     """Optuna's RDBStorage on ``url``; creates the schema on first use.
 
     A database lost later is retried for ``retry_seconds`` (see ReconnectingStorage).

@@ -46,14 +46,6 @@ def test_each_space_option_is_a_field_of_its_space_and_takes_its_declared_defaul
     assert get_space("finetune", backbones="mobilenet_0.25").weights == BY_NAME["weights"].default
 
 
-def test_the_storage_layers_own_retry_default_is_db_retrys():
-    """The storage layer (which imports nothing from search) keeps its own default, for the
-    commands that do not pass DB_RETRY (report, dashboard); it must say the same."""
-    from imgsearch.storage.optuna_storage import DEFAULT_DB_RETRY_S
-
-    assert BY_NAME["db_retry"].default == DEFAULT_DB_RETRY_S
-
-
 def test_the_written_out_choices_are_the_registries():
     from imgsearch.datasets import DATASETS
     from imgsearch.trials.study import PRUNERS, SAMPLERS

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from imgsearch.datasets.base import (CACHE_VERSION, SPLIT_SEED, Dataset, carve_validation, check_fits_in_memory,
                                   check_labeled, load_cache, save_cache)
+from imgsearch.settings import BY_NAME
 from imgsearch.storage.errors import UserError
 
 NATIVE_SIZE = {"tinyimagenet": 64, "cifar10": 32, "cifar100": 32, "mnist": 28, "fashion_mnist": 28, "digits": 8, "folder": 64}
@@ -35,8 +36,8 @@ class DatasetSpec:
             raise UserError(f"unknown DATASET {self.name!r}; choose one of: {', '.join(DATASETS)}")
         if self.name == "folder" and not self.folder:
             raise UserError("DATASET=folder needs FOLDER=<path with train/<class>/ and validation/<class>/>")
-        if self.image_size is not None and self.image_size < 1:
-            raise UserError(f"IMAGE_SIZE={self.image_size} must be a positive number of pixels")
+        if self.image_size is not None:
+            BY_NAME["image_size"].validate(self.image_size)  # the setting's bounds, one message
         if not 0 < self.val_fraction < 0.5:
             raise UserError(f"val_fraction {self.val_fraction} must be between 0 and 0.5")
 
