@@ -110,3 +110,10 @@ def test_pruned_and_failed_trials_are_grouped_by_cause():
     trials += [trial(3, "FAIL", attrs={records.FAIL_REASON_ATTR: "WeightsUnavailable: x"}), trial(4, value=0.5)]
     assert [(g["state"], g["reason"], g["count"]) for g in grouped_reasons(trials)] == [
         ("PRUNED", "cannot finish", 2), ("FAIL", "WeightsUnavailable", 1), ("PRUNED", "by hyperband", 1)]
+
+
+def test_every_command_has_its_function():
+    from imgsearch.command_line.main import command_function
+    from imgsearch.settings import COMMAND_HELP, COMMANDS
+
+    assert all(callable(command_function(name)) for name in COMMANDS) and set(COMMAND_HELP) == set(COMMANDS)

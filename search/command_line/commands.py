@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 import optuna
 
-from imgsearch.command_line.dashboards import dashboard, mlflow  # noqa: F401  (commands too)
 from imgsearch.command_line.local_workers import check_worker_count, run_local_workers, worker_environment
 from imgsearch.datasets import Dataset, DatasetSpec
 from imgsearch.datasets.arrays import NAME as ARRAYS

@@ -148,8 +148,8 @@ def mlflow(args: argparse.Namespace) -> int:
         print(f"warning: HOST={host} serves the MLflow UI to the network, where anyone who reaches it can change "
               "and delete runs (MLflow has no read-only mode): keep it on a trusted network", file=sys.stderr)
     print(f"MLflow UI on {mask_url(url)}: {base}", flush=True)
-    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
-    server = subprocess.Popen([mlflow, "server", "--host", host, "--port", port, "--workers", "1",
+    executable = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    server = subprocess.Popen([executable, "server", "--host", host, "--port", port, "--workers", "1",
                                *(["--allowed-hosts", hosts] if hosts else [])],
                               env={**os.environ, "MLFLOW_BACKEND_STORE_URI": url,
                                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})

@@ -45,6 +45,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def command_function(name: str):
+    """What runs command ``name`` (imported here, after the settings are checked)."""
+    from imgsearch.command_line import commands, dashboards
+
+    return {"search": commands.search, "worker": commands.worker, "export": commands.export,
+            "evaluate": commands.evaluate, "predict": commands.predict, "report": commands.report,
+            "clean": commands.clean, "dashboard": dashboards.dashboard, "mlflow": dashboards.mlflow}[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     signals.install()  # for the process's life: the command line is the process
@@ -53,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in misspelt(dict(os.environ)):
                 print(f"warning: {line}", file=sys.stderr, flush=True)
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        from imgsearch.command_line import commands
-
-        getattr(commands, args.command)(args)
+        command_function(args.command)(args)
         return 0
     except RestartProcess as restart:
         from imgsearch.command_line.commands import BUDGET_TOTAL

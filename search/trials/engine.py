@@ -14,7 +14,7 @@ from imgsearch.results.mlflow_runs import Tracker, TrackingLost
 from imgsearch.trials import ensemble, signals
 from imgsearch.trials.budget import Budget
 from imgsearch.trials.objective import Objective
-from imgsearch.trials.process_restart import TrialBudget
+from imgsearch.trials.process_restart import TrialsPerProcess
 from imgsearch.trials.progress import Progress
 from imgsearch.trials.stale_trials import RetryStaleTrial, retire_unneeded_retries
 from imgsearch.trials.trial_target import StopAtTarget, live_running, reached
@@ -64,7 +64,7 @@ class Search:
         self.storage = storage  # the study's (open_storage's), which Optuna wraps in a cache
         storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client, target=target)
         self.progress = Progress(target, budget=self.budget)
-        self.trial_count = TrialBudget(trials_per_process)
+        self.trial_count = TrialsPerProcess(trials_per_process)
         self.objective = Objective(space, data, epochs, tracker, checkpoint, fixed=fixed, seed=seed,
                                    max_epoch_seconds=max_epoch_seconds, target=target,
                                    deadline=self.budget.training_deadline, final_deadline=self.budget.deadline)

@@ -22,7 +22,7 @@ class RestartProcess(Exception):
         self.budget_left = budget_left
 
 
-class TrialBudget:
+class TrialsPerProcess:
     """Study callback that stops the study after ``limit`` trials in this process (0: never)."""
 
     def __init__(self, limit: int):
