@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from imgsearch.spaces.catalog import FAMILY_NAMES, SPACE_NAMES, parse_backbones, parse_families
+from imgsearch.choices import DATASETS, PRUNERS, SAMPLERS
 from imgsearch.storage import DB_RETRY_SECONDS
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.urls import check_database_url, mask_url
@@ -183,12 +184,11 @@ def check_families(env: str, text: str) -> None:
     parse_families(text)
 
 
-# The choices of DATASET, SAMPLER and PRUNER are their registries' keys (tests/test_settings.py
-# checks), written out so that checking them imports no Keras or Optuna; SPACE's are the catalog's.
+# The choices of DATASET, SAMPLER and PRUNER are search/choices.py's names; SPACE's are the catalog's.
 SETTINGS = (
     # What a study is: recorded when it is created.
     Setting("dataset", str, "the dataset", default_text="required for a new study", study=True,
-            choices=("tinyimagenet", "cifar10", "cifar100", "mnist", "fashion_mnist", "digits", "folder")),
+            choices=DATASETS),
     Setting("space", str, "search space: auto searches the families side by side, the others one family each",
             default="auto", study=True,
             choices=SPACE_NAMES),
@@ -200,9 +200,9 @@ SETTINGS = (
     Setting("folder", str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*", study=True,
             check=check_folder),
     Setting("sampler", str, "Optuna sampler (gp needs pip install '.[gp]', i.e. PyTorch)", default="tpe",
-            choices=("tpe", "random", "cmaes", "gp"), study=True),
+            choices=SAMPLERS, study=True),
     Setting("pruner", str, "Optuna pruner on per-epoch validation accuracy (hyperband's first rung is after a "
-            "third of EPOCHS)", default="hyperband", choices=("hyperband", "median", "sha", "none"), study=True),
+            "third of EPOCHS)", default="hyperband", choices=PRUNERS, study=True),
     Setting("seed", int, "seed for the sampler and per-trial Keras seeds", low=0, high=2**32 - 1, study=True),
     # How long a search runs.
     Setting("trials", int, "finished (complete or pruned) trials the study should reach", default=20,

@@ -19,7 +19,7 @@ ALLOWED = {"storage": {"storage"}, "spaces": {"spaces", "storage"}}
 
 
 # Inside search, bottom first: what each part may import of search.
-SEARCH_LAYERS = ("records", "settings", "datasets", "results", "trials", "command_line", "api")
+SEARCH_LAYERS = ("records", "choices", "settings", "datasets", "results", "trials", "command_line", "api")
 
 
 def imported_modules(path) -> set[str]:

@@ -9,11 +9,10 @@ from pathlib import Path
 
 from imgsearch.datasets.base import (CACHE_VERSION, SPLIT_SEED, Dataset, carve_validation, check_fits_in_memory,
                                   check_labeled, load_cache, save_cache)
+from imgsearch.choices import DATASETS, NATIVE_SIZE
 from imgsearch.settings import BY_NAME
 from imgsearch.storage.errors import UserError
 
-NATIVE_SIZE = {"tinyimagenet": 64, "cifar10": 32, "cifar100": 32, "mnist": 28, "fashion_mnist": 28, "digits": 8, "folder": 64}
-DATASETS = tuple(NATIVE_SIZE)
 
 
 @dataclass(frozen=True)

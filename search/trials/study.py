@@ -25,7 +25,7 @@ def _gp_sampler(seed: int | None) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GPSampler(seed=seed)
 
 
-# SAMPLER and PRUNER: each name's Optuna class (search/settings.py lists the names; tests/test_settings.py checks).
+# SAMPLER and PRUNER: each name's Optuna class (the names are search/choices.py's; tests/test_settings.py checks).
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
