@@ -1,4 +1,6 @@
-"""Pieces every space samples the same way: input, augmentation, head, optimizer and loss."""
+"""Pieces the spaces share: the uint8 input, augmentation, the dense head, the label-smoothing
+loss, and a default optimizer and batch-size choice (the mlp and finetune spaces take those;
+the cnn space samples its own, SGD or AdamW over ranges measured for small CNNs)."""
 
 from __future__ import annotations
 
