@@ -1,6 +1,7 @@
 """Pieces the spaces share: the uint8 input, augmentation, the dense head, the label-smoothing
-loss, and a default optimizer and batch-size choice (the mlp and finetune spaces take those;
-the cnn space samples its own, SGD or AdamW over ranges measured for small CNNs)."""
+loss, and the optimizer choice (``compile_classifier``) that the mlp and finetune spaces take
+(finetune with batch sizes of its own). The cnn space samples its own optimizer (SGD or AdamW,
+over ranges measured for small CNNs), and the transfer space its own batch sizes."""
 
 from __future__ import annotations
 
