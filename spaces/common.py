@@ -1,7 +1,8 @@
 """Pieces the spaces share: the uint8 input, augmentation, the dense head, the label-smoothing
 loss, and the optimizer choice (``compile_classifier``) that the mlp and finetune spaces take
 (finetune with batch sizes of its own). The cnn space samples its own optimizer (SGD or AdamW,
-over ranges measured for small CNNs), and the transfer space its own batch sizes."""
+over ranges measured for small CNNs), and so does the transfer space (Adam or AdamW, for a head
+and its fine-tuned backbone)."""
 
 from __future__ import annotations
 
