@@ -41,7 +41,7 @@ def main() -> None:
 
     from imgsearch.trials.budget import EpochPlan
     from imgsearch.datasets import DatasetSpec
-    from imgsearch.trials.training import WarmupCosine
+    from imgsearch.trials.callbacks import WarmupCosine
     from imgsearch.trials.study import get_space
 
     data = DatasetSpec("tinyimagenet", args.image_size).load(Path(args.data_dir))

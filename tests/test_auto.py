@@ -256,7 +256,7 @@ def test_an_ensemble_that_does_not_beat_the_best_model_is_pruned_and_says_why(tm
 def test_a_trial_whose_family_starts_up_slower_than_the_time_left_is_pruned_before_it_trains():
     import time
 
-    from imgsearch.trials.training import EpochTimer, check_startup
+    from imgsearch.trials.callbacks import EpochTimer, check_startup
 
     choices = ["cnn", "autokeras"]
     study = optuna.create_study(direction="maximize")

@@ -13,7 +13,7 @@ import pytest
 from imgsearch.trials import budget as budget_module
 from imgsearch.trials.budget import Budget, EpochPlan
 from imgsearch.command_line.main import main
-from imgsearch.trials.training import warmup_cosine
+from imgsearch.trials.callbacks import warmup_cosine
 from imgsearch.trials.study import get_space
 from imgsearch.storage.urls import default_storage_url
 from conftest import GOOD_MLP as GOOD

@@ -23,7 +23,8 @@ from imgsearch.records import (DEADLINE_ATTR, ENSEMBLE_STEP_ATTR, EPOCH_SECONDS_
 from imgsearch.trials.memory import check_memory
 from imgsearch.trials.ensemble import build_ensemble
 from imgsearch.trials.families import share_deadline
-from imgsearch.trials.training import EpochTimer, check_startup, plan_epochs, train
+from imgsearch.trials.callbacks import EpochTimer, check_startup
+from imgsearch.trials.training import plan_epochs, train
 from imgsearch.spaces import SearchSpace
 from imgsearch.storage.files import DiskFull, disk_full_message, is_disk_full
 
