@@ -2,6 +2,7 @@
 
 It and the command line (``command_line/main.py``) are two thin front ends over the same
 commands (``command_line/commands.py``) and settings.
+
 The same settings as the command line, as keyword arguments (``search/settings.py``: the same
 names, in lower case, the same checks and errors: a ``UserError`` with the line the command line
 prints). Environment variables are not read: a call says all it means. What the search prints
@@ -20,7 +21,6 @@ from imgsearch.results.leaderboard import leaderboard
 from imgsearch.settings import resolve
 from imgsearch.storage.errors import UserError
 from imgsearch.trials import signals
-
 
 
 @dataclass
