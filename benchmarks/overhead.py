@@ -1,7 +1,8 @@
 """Benchmark (not a test): prints the figures quoted in the README.
 
-1. per-trial orchestration overhead of our objective (Optuna + SQLite + MLflow child run,
-   per-epoch metrics, learning-curve PNG, checkpoint, Keras session clearing) against bare
+1. per-trial orchestration overhead of our search, built as the search command builds it (Optuna
+   + SQLite + MLflow child run, per-epoch metrics, the dashboard's note and artifacts,
+   checkpoint, progress lines, Keras session clearing) against bare
    Optuna running the same training on the same kind of storage;
 2. resident memory after trial 3 vs trial 30 in one process: 30 sampled cnn trials through our
    objective, then 30 identical mlp trials through it and through a bare Keras loop (build, fit,
@@ -24,15 +25,11 @@ import keras
 import optuna
 import psutil
 
+from imgsearch.command_line.commands import prepare
 from imgsearch.datasets import DatasetSpec
-from imgsearch.results.checkpoints import BestCheckpoint
-from imgsearch.results.mlflow_runs import Tracker
-from imgsearch.trials.engine import Search
-from imgsearch.trials.study import get_space, open_study
-from imgsearch.storage.layout import RunsLayout
-from imgsearch.storage.mlflow_store import local_tracking_uri
-from imgsearch.storage.optuna_storage import open_storage
+from imgsearch.settings import resolve
 from imgsearch.storage.urls import default_storage_url
+from imgsearch.trials.study import get_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FIXED = {"layers": 1, "units": 64, "activation": "relu", "batch_norm": False, "dropout": 0.0, "optimizer": "adam",
@@ -42,20 +39,16 @@ SETTINGS = {"dataset": "digits", "image_size": None, "labels": "fine", "folder":
 
 
 def ours(root: Path, data, space_name: str, n_trials: int, params: dict | None, on_trial=None) -> float:
-    """Seconds for n_trials through our Objective on a fresh SQLite study + MLflow store."""
-    root.mkdir(parents=True)
-    storage = open_storage(default_storage_url(root / "optuna.db"))
-    settings = {**SETTINGS, "space": space_name}
-    study = open_study(storage, "bench", settings, exists=False)
-    tracker = Tracker(local_tracking_uri(RunsLayout(root)), study, settings, root / "artifacts")
-    search = Search(study, storage, get_space(space_name), data, tracker, BestCheckpoint(root / "checkpoints"),
-                    epochs=settings["epochs"], fixed=settings, seed=0)
-    for _ in range(n_trials if params else 0):
-        study.enqueue_trial(params)
-    # The trial's own bookkeeping: its MLflow run and checkpoint, and the best-run tag.
-    callbacks = [search.checkpoint.after_trial, tracker.after_trial] + ([on_trial] if on_trial else [])
+    """Seconds for n_trials of a search built as the search command builds it (``prepare``), on a
+    fresh SQLite study + MLflow store: ``params`` each time, or sampled when None."""
+    args = resolve({"runs_dir": str(root), "space": space_name, "epochs": SETTINGS["epochs"], "pruner": "none",
+                    "seed": 0, "trials": n_trials, "trials_per_process": 0, "study": "bench"})
+    prepared = prepare(args, creating=True, data=data, first_trials=[params] * n_trials if params else [])
+    search = prepared.search()
+    if on_trial is not None:
+        search.callbacks.append(on_trial)
     started = time.perf_counter()
-    study.optimize(search.objective, n_trials=n_trials, callbacks=callbacks, catch=(Exception,))
+    search.run()
     return time.perf_counter() - started
 
 

@@ -23,7 +23,7 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 # A tracking server that goes away is said within a bounded time (then handled like a lost study
-# database: search/results/mlflow_runs.py): MLflow's client would retry each call 7 times with
+# database: search/trials/tracking.py): MLflow's client would retry each call 7 times with
 # waits doubling from 2 s, and wait 120 s for each answer (minutes of silence in an epoch).
 # Here: 4 retries waiting 1, 2, 4, 8 s (about 15 s when the server refuses connections), 10 s for
 # an answer (at most about 70 s when it hangs). A variable set by the user wins.

@@ -35,7 +35,7 @@ class SearchResult:
     @property
     def best_trial(self):
         """The study's best trial (an Optuna FrozenTrial): the exported one."""
-        from imgsearch.results.checkpoints import best_trial
+        from imgsearch.ranking import best_trial
 
         return best_trial(self.study)
 

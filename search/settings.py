@@ -1,26 +1,30 @@
-"""Every setting, declared once: its name, type, default, accepted values, help, the commands
-that read it and the space it belongs to. The command line's flags and environment variables
-(``search/command_line/main.py``), the study's defaults and recorded keys
+"""Every setting, declared once, as a typed field of ``Settings``: its name, type, default,
+accepted values, help, the commands that read it and the space it belongs to. ``resolve``
+checks given values and returns a ``Settings``, which the commands read (``settings.budget``).
+The command line's flags and environment variables (``search/command_line/main.py``), the
+Python API's keyword arguments, the study's defaults and recorded keys
 (``search/trials/study.py``), each space's default options and the README's table of settings
-(``python -m imgsearch.settings``; ``tests/test_settings.py`` compares) all follow from ``SETTINGS``.
+(``python -m imgsearch.settings``; ``tests/test_settings.py`` compares) all follow from it.
 
-A new setting is one ``Setting(...)`` line here; a space's option is also a field of its space's
-dataclass (the code that uses it). This module imports nothing heavy (no Keras, Optuna or
-MLflow): a bad value is refused in well under a second, before TensorFlow starts.
+A new setting is one field line in ``Settings``; a space's option is also a field of its
+space's dataclass (its constructor argument; the default is the setting's). This module
+imports nothing heavy (no Keras, Optuna or MLflow): a bad value is refused in well under a
+second, before TensorFlow starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import difflib
 import math
 import os
 import re
+import typing
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+from typing import Any
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -127,6 +131,24 @@ class Setting:
             self.check(self.env, value)
 
 
+SETTING = "setting"  # where a field of ``Settings`` keeps its declaration
+
+
+def setting(help: str, **declared) -> Any:
+    """A field of ``Settings``, None until resolved, declared with ``help`` and ``Setting``'s
+    other fields (``default``, ``choices``, ``study``...) but its name and type: the field's."""
+    return field(default=None, metadata={SETTING: {"help": help, **declared}})
+
+
+def _settings_of(cls) -> Iterator[Setting]:
+    """The ``Setting`` of each declared field of ``cls``, in order; its kind is the field's type."""
+    hints = typing.get_type_hints(cls)
+    for declared in fields(cls):
+        if SETTING in declared.metadata:
+            kind = next(t for t in typing.get_args(hints[declared.name]) if t is not type(None))
+            yield Setting(declared.name, kind, **declared.metadata[SETTING])
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
@@ -184,87 +206,97 @@ def check_families(env: str, text: str) -> None:
     parse_families(text)
 
 
-# The choices of DATASET, SAMPLER and PRUNER are search/choices.py's names; SPACE's are the catalog's.
-SETTINGS = (
+@dataclass
+class Settings:
+    """Every setting, typed: what ``resolve`` returns and every command reads (``settings.epochs``).
+    Each field is declared once, here, with its ``Setting`` (``setting(...)``: help, default,
+    accepted values, commands, space); a value is None when not set. The choices of DATASET,
+    SAMPLER and PRUNER are search/choices.py's names, SPACE's and the backbones' the catalog's:
+    light registries, read here before anything heavy loads."""
+
     # What a study is: recorded when it is created.
-    Setting("dataset", str, "the dataset", default_text="required for a new study", study=True,
-            choices=DATASETS),
-    Setting("space", str, "search space: auto searches the families side by side, the others one family each",
-            default="auto", study=True,
-            choices=SPACE_NAMES),
-    Setting("epochs", int, "epochs a trial plans (fewer when cut to fit the budget or pruned)", default=15,
-            low=1, study=True),
-    Setting("image_size", int, "resize images to this square size, 8 to 512", default_text="the dataset's own",
-            low=8, high=512, study=True),
-    Setting("labels", str, "cifar100's labels", default="fine", choices=("fine", "coarse"), study=True),
-    Setting("folder", str, "root of a DATASET=folder tree: train/<class>/*, validation/<class>/*", study=True,
-            check=check_folder),
-    Setting("sampler", str, "Optuna sampler (gp needs pip install '.[gp]', i.e. PyTorch)", default="tpe",
-            choices=SAMPLERS, study=True),
-    Setting("pruner", str, "Optuna pruner on per-epoch validation accuracy (hyperband's first rung is after a "
-            "third of EPOCHS)", default="hyperband", choices=PRUNERS, study=True),
-    Setting("seed", int, "seed for the sampler and per-trial Keras seeds", low=0, high=2**32 - 1, study=True),
+    dataset: str | None = setting("the dataset", default_text="required for a new study", study=True,
+        choices=DATASETS)
+    space: str | None = setting("search space: auto searches the families side by side, the others one family each",
+        default="auto", study=True,
+        choices=SPACE_NAMES)
+    epochs: int | None = setting("epochs a trial plans (fewer when cut to fit the budget or pruned)", default=15,
+        low=1, study=True)
+    image_size: int | None = setting("resize images to this square size, 8 to 512", default_text="the dataset's own",
+        low=8, high=512, study=True)
+    labels: str | None = setting("cifar100's labels", default="fine", choices=("fine", "coarse"), study=True)
+    folder: str | None = setting("root of a DATASET=folder tree: train/<class>/*, validation/<class>/*", study=True,
+        check=check_folder)
+    sampler: str | None = setting("Optuna sampler (gp needs pip install '.[gp]', i.e. PyTorch)", default="tpe",
+        choices=SAMPLERS, study=True)
+    pruner: str | None = setting("Optuna pruner on per-epoch validation accuracy (hyperband's first rung is after a "
+        "third of EPOCHS)", default="hyperband", choices=PRUNERS, study=True)
+    seed: int | None = setting("seed for the sampler and per-trial Keras seeds", low=0, high=2**32 - 1, study=True)
     # How long a search runs.
-    Setting("trials", int, "finished (complete or pruned) trials the study should reach", default=20,
-            default_text="20 without a BUDGET, no limit with one", low=1, commands=TRAINING),
-    Setting("budget", float, "seconds of training; then the search exports and evaluates the best (data "
-            "preparation not counted)", above=0, commands=TRAINING),
-    Setting("timeout", float, "the same as BUDGET (its older name)", above=0, commands=TRAINING),
-    Setting("max_epoch_seconds", float, "prune a trial whose epoch would take longer; an epoch is projected from "
-            "its first batches (0: no limit)", default_text="20x the median epoch of the study's complete trials, "
-            "at least 60 s", low=0, commands=TRAINING),
+    trials: int | None = setting("finished (complete or pruned) trials the study should reach", default=20,
+        default_text="20 without a BUDGET, no limit with one", low=1, commands=TRAINING)
+    budget: float | None = setting("seconds of training; then the search exports and evaluates the best (data "
+        "preparation not counted)", above=0, commands=TRAINING)
+    timeout: float | None = setting("the same as BUDGET (its older name)", above=0, commands=TRAINING)
+    max_epoch_seconds: float | None = setting("prune a trial whose epoch would take longer; an epoch is projected from "
+        "its first batches (0: no limit)", default_text="20x the median epoch of the study's complete trials, "
+        "at least 60 s", low=0, commands=TRAINING)
     # Where things are.
-    Setting("study", str, "study name: up to 100 letters, digits, '.', '_', '-'", default_text="<dataset>-<space>",
-            check=check_study_name, commands=ON_A_STUDY),
-    Setting("storage", str, "SQLAlchemy URL of the study database", default_text="sqlite in RUNS_DIR",
-            check=check_database_url, commands=(*ON_A_STUDY, "report", "dashboard")),
-    Setting("mlflow_tracking_uri", str, "MLflow tracking server, database URL or Databricks",
-            default_text="sqlite in RUNS_DIR", check=check_tracking_uri, commands=(*ON_A_STUDY, "report", "mlflow")),
-    Setting("runs_dir", str, "where databases, checkpoints and exports live", default="runs", commands=COMMANDS),
-    Setting("data_dir", str, "where datasets are found, downloaded and cached", default="data"),
-    Setting("report", str, "the HTML file to write", default_text="RUNS_DIR/report.html", commands=("report",)),
-    Setting("runs_dirs", str, "more runs folders, comma-separated, whose studies the report shows beside RUNS_DIR's",
-            commands=("report",)),
+    study: str | None = setting("study name: up to 100 letters, digits, '.', '_', '-'", default_text="<dataset>-<space>",
+        check=check_study_name, commands=ON_A_STUDY)
+    storage: str | None = setting("SQLAlchemy URL of the study database", default_text="sqlite in RUNS_DIR",
+        check=check_database_url, commands=(*ON_A_STUDY, "report", "dashboard"))
+    mlflow_tracking_uri: str | None = setting("MLflow tracking server, database URL or Databricks",
+        default_text="sqlite in RUNS_DIR", check=check_tracking_uri, commands=(*ON_A_STUDY, "report", "mlflow"))
+    runs_dir: str | None = setting("where databases, checkpoints and exports live", default="runs", commands=COMMANDS)
+    data_dir: str | None = setting("where datasets are found, downloaded and cached", default="data")
+    report: str | None = setting("the HTML file to write", default_text="RUNS_DIR/report.html", commands=("report",))
+    runs_dirs: str | None = setting("more runs folders, comma-separated, whose studies the report shows beside RUNS_DIR's",
+        commands=("report",))
     # Classifying new images.
-    Setting("images", str, "an image file, a folder of them or a zip, to classify", commands=("predict",)),
-    Setting("model", str, "the exported model.keras to classify with (model.json beside it)",
-            default_text="the study's export", commands=("predict",)),
-    Setting("top_k", int, "classes to name per image", default=5, low=1, commands=("predict",)),
-    Setting("predictions", str, "the CSV file the predictions are written to",
-            default_text="RUNS_DIR/predictions.csv", commands=("predict",)),
+    images: str | None = setting("an image file, a folder of them or a zip, to classify", commands=("predict",))
+    model: str | None = setting("the exported model.keras to classify with (model.json beside it)",
+        default_text="the study's export", commands=("predict",))
+    top_k: int | None = setting("classes to name per image", default=5, low=1, commands=("predict",))
+    predictions: str | None = setting("the CSV file the predictions are written to",
+        default_text="RUNS_DIR/predictions.csv", commands=("predict",))
     # How the trials run.
-    Setting("workers", int, "run the trials in this many local worker processes", default=1, low=1,
-            commands=("search",)),
-    Setting("heartbeat", int, "seconds between a running trial's heartbeats; one silent for 3 is retried",
-            default=10, low=1, commands=TRAINING),
-    Setting("db_retry", float, "seconds to keep retrying a study database that cannot be reached before stopping",
-            default=DB_RETRY_SECONDS, low=0, commands=ON_A_STUDY),
-    Setting("trials_per_process", int, "continue in a fresh process after this many trials (0: never)",
-            default=25, low=0, commands=TRAINING),
+    workers: int | None = setting("run the trials in this many local worker processes", default=1, low=1,
+        commands=("search",))
+    heartbeat: int | None = setting("seconds between a running trial's heartbeats; one silent for 3 is retried",
+        default=10, low=1, commands=TRAINING)
+    db_retry: float | None = setting("seconds to keep retrying a study database that cannot be reached before stopping",
+        default=DB_RETRY_SECONDS, low=0, commands=ON_A_STUDY)
+    trials_per_process: int | None = setting("continue in a fresh process after this many trials (0: never)",
+        default=25, low=0, commands=TRAINING)
     # Each space's options: fields of its dataclass, recorded in the study with it.
-    Setting("families", str, "families of models to search, comma-separated: " + ", ".join(FAMILY_NAMES),
-            default_text="those that can run here, decided when the study is created", check=check_families,
-            space="auto"),
-    Setting("max_blocks", int, "most conv blocks", default=4, low=1, high=8, space=("cnn", "auto")),
-    Setting("max_layers", int, "most hidden dense layers", default=4, low=1, high=8, space="mlp"),
-    Setting("backbones", str, "backbones or families to choose from, comma-separated", default_text="all",
-            check=check_backbones, space=("finetune", "transfer", "auto")),
-    Setting("weights", str, "ImageNet weights, or none (random initialisation)", default="imagenet",
-            choices=("imagenet", "none"), space=("finetune", "transfer", "auto")),
-    Setting("weights_dir", str, "folder of Keras weight files, used instead of downloading",
-            space=("finetune", "transfer", "auto")),
-    Setting("max_model_size", int, "prune a trial whose model has more parameters, before training", low=1,
-            space=("autokeras", "auto")),
-    Setting("pretrained", str, "use AutoKeras's pretrained blocks (no: leave them out)", default="yes",
-            choices=("yes", "no"), space=("autokeras", "auto")),
+    families: str | None = setting("families of models to search, comma-separated: " + ", ".join(FAMILY_NAMES),
+        default_text="those that can run here, decided when the study is created", check=check_families,
+        space="auto")
+    max_blocks: int | None = setting("most conv blocks", default=4, low=1, high=8, space=("cnn", "auto"))
+    max_layers: int | None = setting("most hidden dense layers", default=4, low=1, high=8, space="mlp")
+    backbones: str | None = setting("backbones or families to choose from, comma-separated", default_text="all",
+        check=check_backbones, space=("finetune", "transfer", "auto"))
+    weights: str | None = setting("ImageNet weights, or none (random initialisation)", default="imagenet",
+        choices=("imagenet", "none"), space=("finetune", "transfer", "auto"))
+    weights_dir: str | None = setting("folder of Keras weight files, used instead of downloading",
+        space=("finetune", "transfer", "auto"))
+    max_model_size: int | None = setting("prune a trial whose model has more parameters, before training", low=1,
+        space=("autokeras", "auto"))
+    pretrained: str | None = setting("use AutoKeras's pretrained blocks (no: leave them out)", default="yes",
+        choices=("yes", "no"), space=("autokeras", "auto"))
     # The dashboards.
-    Setting("host", str, "address the dashboards listen on (the dashboard's notes link to the MLflow UI there)",
-            default="127.0.0.1", commands=("dashboard", "mlflow", *TRAINING)),
-    Setting("dashboard_port", int, "port of the Optuna dashboard", default=8080, low=1, high=65535,
-            commands=("dashboard",)),
-    Setting("mlflow_port", int, "port of the MLflow UI (the dashboard's notes link to it)", default=5000, low=1,
-            high=65535, commands=("mlflow", *TRAINING)),
-)
+    host: str | None = setting("address the dashboards listen on (the dashboard's notes link to the MLflow UI there)",
+        default="127.0.0.1", commands=("dashboard", "mlflow", *TRAINING))
+    dashboard_port: int | None = setting("port of the Optuna dashboard", default=8080, low=1, high=65535,
+        commands=("dashboard",))
+    mlflow_port: int | None = setting("port of the MLflow UI (the dashboard's notes link to it)", default=5000, low=1,
+        high=65535, commands=("mlflow", *TRAINING))
+
+    command: str = "search"  # the command line's command (not a setting)
+
+
+SETTINGS = tuple(_settings_of(Settings))
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 STUDY_KEYS = tuple(setting.name for setting in SETTINGS if setting.study)
 
@@ -279,7 +311,7 @@ def space_defaults(space: str) -> dict:
     return {s.name: s.default for s in SETTINGS if space in s.spaces}
 
 
-def resolve(given: dict) -> argparse.Namespace:
+def resolve(given: dict) -> Settings:
     """Every setting by name: the ``given`` value, checked, or when not given what it is then
     (``Setting.unset_is_default``: its default, else None for the study's record or the space to
     fill in). The command line and the Python API both take their settings from here; a name
@@ -303,7 +335,7 @@ def resolve(given: dict) -> argparse.Namespace:
         if value is not None:
             setting.validate(value)
         values[setting.name] = value
-    return argparse.Namespace(**values)
+    return Settings(**values)
 
 
 def from_env(name: str):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -261,35 +265,35 @@ def digits(tmp_path_factory):
     return DatasetSpec("digits").load(tmp_path_factory.mktemp("data"))
 
 
-def new_search(root: Path, data, space="mlp", *, epochs: int = 3, pruner=None, **search_options):
-    """A ``Search`` wired as the search command wires it, on a new study (SQLite) and MLflow
-    store in ``root`` (created if need be): ``space`` is a space or a registered name (default
-    options), ``pruner`` replaces the study's, ``search_options`` go to ``Search`` (target, budget, ...)."""
-    from imgsearch.records import SPACE_OPTIONS
-    from imgsearch.results.checkpoints import BestCheckpoint
-    from imgsearch.results.mlflow_runs import Tracker
-    from imgsearch.settings import STUDY_KEYS, default
-    from imgsearch.trials.engine import Search
-    from imgsearch.trials.study import get_space, open_study, run_params
-    from imgsearch.spaces import SPACES
-    from imgsearch.storage.layout import RunsLayout
-    from imgsearch.storage.mlflow_store import local_tracking_uri
-    from imgsearch.storage.optuna_storage import open_storage
-    from imgsearch.storage.urls import default_storage_url
+@functools.cache
+def _empty_mlflow_db() -> Path:
+    """An MLflow store as MLflow creates it (its schema, no runs), made once per test process."""
+    from mlflow.tracking import MlflowClient
 
-    space = get_space(space) if isinstance(space, str) else space
-    name = next(key for key, cls in SPACES.items() if isinstance(space, cls))
-    settings = {**{key: default(key) for key in STUDY_KEYS}, "dataset": data.name, "space": name, "epochs": epochs,
-                "seed": 0, SPACE_OPTIONS: space.settings()}
+    folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
+
+
+def new_search(root: Path, data, space: str = "mlp", *, epochs: int = 3, pruner=None, first_trials=(), **settings):
+    """The ``Search`` the search command builds (``commands.prepare``) from these settings, on a
+    new study (SQLite) and MLflow store in RUNS_DIR ``root``, on ``data`` (a Dataset already in
+    memory). ``settings``: more settings by name (``trials``, ``budget``, a space's options...);
+    ``pruner``: an Optuna pruner object to replace the study's (PRUNER names Optuna's own only);
+    ``first_trials``: the params queued first (none: a test queues its own; None: the space's)."""
+    from imgsearch.command_line.commands import prepare
+    from imgsearch.settings import resolve
+
     root.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(default_storage_url(root / "optuna.db"))
-    study = open_study(storage, f"{data.name}-{name}", settings, exists=False)
+    if not (root / "mlflow.db").exists():  # a new MLflow store, without MLflow's 2-3 s of schema migrations
+        shutil.copyfile(_empty_mlflow_db(), root / "mlflow.db")
+    args = resolve({"runs_dir": str(root), "space": space, "epochs": epochs, "seed": 0, "pruner": "none",
+                    "trials_per_process": 0, **settings})
+    prepared = prepare(args, creating=True, data=data, first_trials=None if first_trials is None else list(first_trials))
     if pruner is not None:
-        study.pruner = pruner
-    fixed = run_params(settings, space)
-    tracker = Tracker(local_tracking_uri(RunsLayout(root)), study, fixed, root / "artifacts")
-    return Search(study, storage, space, data, tracker, BestCheckpoint(root / "checkpoints"), epochs=epochs,
-                  fixed=fixed, seed=0, **search_options)
+        prepared.study.pruner = pruner
+    return prepared.search()
 
 
 def trial_runs(tracker) -> dict:

@@ -15,7 +15,6 @@ import pytest
 
 from conftest import new_search, run_cli
 from imgsearch import records
-from imgsearch.trials.budget import Budget
 from imgsearch.trials.study import get_space
 from imgsearch.spaces import features
 from imgsearch.spaces.auto import prefixed
@@ -163,8 +162,9 @@ def test_a_transfer_trial_trains_its_head_on_kept_features_then_finetunes_and_le
     import keras
 
     few = dataclasses.replace(digits, x_val=digits.x_val[:100], y_val=digits.y_val[:100])
-    space = get_space("transfer", weights_dir=str(shared_weights))
-    search = new_search(tmp_path, few, space, epochs=6, pruner=optuna.pruners.NopPruner())
+    search = new_search(tmp_path, few, "transfer", epochs=6, pruner=optuna.pruners.NopPruner(),
+                        weights_dir=str(shared_weights))
+    space = search.objective.space
     recipe = {**space.initial_params(few.image_shape)[0], "resolution": 96, "learning_rate": 3e-3,
               "finetune_share": 0.5, "unfreeze_fraction": 0.1, "finetune_lr_factor": 0.1}
     search.study.enqueue_trial(recipe)
@@ -182,14 +182,15 @@ def test_a_transfer_trial_trains_its_head_on_kept_features_then_finetunes_and_le
 
 
 def _reader(pixel: int, name: str):
-    """A two-class model on (2, 1, 1) uint8 images that reads one pixel: the brighter, the surer of class 1."""
+    """A two-class model on (8, 8, 1) uint8 images that reads one pixel of the first row: the
+    brighter, the surer of class 1."""
     import keras
 
-    inputs = keras.Input(shape=(2, 1, 1), dtype="uint8", name="image")
+    inputs = keras.Input(shape=(8, 8, 1), dtype="uint8", name="image")
     x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 128.0, offset=-1.0)(inputs))
     dense = keras.layers.Dense(2, activation="softmax", name="probabilities")
     model = keras.Model(inputs, dense(x), name=name)
-    weights = np.zeros((2, 2), dtype="float32")
+    weights = np.zeros((64, 2), dtype="float32")
     weights[pixel] = (-4.0, 4.0)
     dense.set_weights([weights, np.zeros(2, dtype="float32")])
     return model
@@ -198,10 +199,12 @@ def _reader(pixel: int, name: str):
 def _pixels_dataset():
     """Four images, each model right on three of them, confidently; wrong on one, barely: their mean is right on all four."""
     from imgsearch.datasets import Dataset
+    from imgsearch.datasets.arrays import NAME as ARRAYS
 
-    x = np.array([[255, 255], [0, 0], [255, 100], [150, 0]], dtype=np.uint8).reshape(4, 2, 1, 1)
+    x = np.zeros((4, 8, 8, 1), dtype=np.uint8)  # the first row's first two pixels are read, the rest is dark
+    x[:, 0, :2, 0] = [[255, 255], [0, 0], [255, 100], [150, 0]]
     y = np.array([1, 0, 1, 0])
-    return Dataset("pixels", ["dark", "bright"], x, y, x.copy(), y.copy(), x.copy(), y.copy())
+    return Dataset(ARRAYS, ["dark", "bright"], x, y, x.copy(), y.copy(), x.copy(), y.copy(), fingerprint="pixels")
 
 
 def test_the_end_of_budget_ensemble_is_a_trial_that_exports_as_one_model_and_evaluates(tmp_path):
@@ -211,8 +214,7 @@ def test_the_end_of_budget_ensemble_is_a_trial_that_exports_as_one_model_and_eva
     from imgsearch.spaces import load_model
 
     data = _pixels_dataset()
-    space = get_space("auto", families="cnn")
-    search = new_search(tmp_path, data, space, budget=Budget(60, 3))
+    search = new_search(tmp_path, data, "auto", families="cnn", budget=60)
     assert search.budget.reserve == 10.0 and search.checkpoint.keep == 4  # kept for the step, and its members
     study = search.study
     search.checkpoint.folder.mkdir(parents=True)
@@ -241,7 +243,7 @@ def test_the_end_of_budget_ensemble_is_a_trial_that_exports_as_one_model_and_eva
 
 def test_an_ensemble_that_does_not_beat_the_best_model_is_pruned_and_says_why(tmp_path):
     data = _pixels_dataset()
-    search = new_search(tmp_path, data, get_space("auto", families="cnn"), budget=Budget(60, 3))
+    search = new_search(tmp_path, data, "auto", families="cnn", budget=60)
     search.checkpoint.folder.mkdir(parents=True)
     for number in (0, 1):  # the same model twice: their mean is no better
         search.study.add_trial(optuna.trial.create_trial(value=0.75))

@@ -20,8 +20,8 @@ import optuna
 import pytest
 
 from conftest import REPO, free_port, serving
-from imgsearch.results.checkpoints import best_trial
-from imgsearch.results.leaderboard import key_params
+from imgsearch.ranking import best_trial
+from imgsearch.trials.describe import key_params
 from imgsearch.storage.compat import study_id
 
 pytestmark = pytest.mark.xdist_group("browser")  # one test process: the searches and the browser, once

@@ -156,19 +156,19 @@ def test_an_export_killed_interrupted_or_run_twice_at_once_leaves_no_run_running
 def test_a_runs_dir_that_fills_during_mlflows_part_of_the_export_is_one_line_and_leaves_nothing_half_written(
         runs_env, tmp_path, monkeypatch, capsys):
     from imgsearch.command_line.main import main
-    from imgsearch.results.mlflow_runs import Tracker
+    from imgsearch.results import registry
 
-    log_model = Tracker.log_model
+    log_model = registry.log_model
 
-    def on_a_disk_that_fills(self, *args, **kwargs):  # our files are written: MLflow's copies meet a full disk
+    def on_a_disk_that_fills(*args, **kwargs):  # our files are written: MLflow's copies meet a full disk
         fill(disk)
-        return log_model(self, *args, **kwargs)
+        return log_model(*args, **kwargs)
 
     with small_disk(tmp_path / "disk") as disk:
         runs = disk / "runs"
         monkeypatch.setenv("RUNS_DIR", str(runs))
         assert main(["search", "--dataset", "digits", "--space", "mlp", "--trials", "1", "--epochs", "1"]) == 0
-        monkeypatch.setattr(Tracker, "log_model", on_a_disk_that_fills)
+        monkeypatch.setattr(registry, "log_model", on_a_disk_that_fills)
         capsys.readouterr()
         assert main(["export", "--study", "digits-mlp"]) == 2
         err = capsys.readouterr().err.strip()
@@ -180,7 +180,7 @@ def test_a_runs_dir_that_fills_during_mlflows_part_of_the_export_is_one_line_and
         assert [p for p in runs.rglob("*") if ".tmp." in p.name] == []
         logged = list((runs / "mlartifacts").rglob("model.keras"))
         assert len(logged) == 1  # the search's export; the failed one left no half-written copy
-        monkeypatch.setattr(Tracker, "log_model", log_model)
+        monkeypatch.setattr(registry, "log_model", log_model)
         assert main(["export", "--study", "digits-mlp"]) == 0
 
 

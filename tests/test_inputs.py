@@ -160,7 +160,7 @@ def test_a_full_disk_during_export_keeps_the_old_model_and_says_so(runs_env, tmp
 
 def test_a_full_disk_during_the_search_stops_it_at_once_and_keeps_the_finished_trials(runs_env, tmp_path, capsys,
                                                                                      monkeypatch):
-    from imgsearch.results.checkpoints import BestCheckpoint
+    from imgsearch.trials.checkpoints import BestCheckpoint
 
     offer, offers = BestCheckpoint.offer, []
 

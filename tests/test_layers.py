@@ -1,5 +1,6 @@
 """The packages depend one way: search -> spaces -> storage, and search -> storage; inside search,
-the Python API -> the command line's commands -> the trial engine -> results -> datasets, settings and records.
+the Python API -> the command line's commands -> results (export, evaluate, report) -> the trials
+(engine, training, tracking) -> datasets, settings, figures, the ranking rule and records.
 
 The three folders are one import name, ``imgsearch`` (search/ is ``imgsearch``, spaces/ and
 storage/ are ``imgsearch.spaces`` and ``imgsearch.storage``): pyproject.toml maps them."""
@@ -19,7 +20,8 @@ ALLOWED = {"storage": {"storage"}, "spaces": {"spaces", "storage"}}
 
 
 # Inside search, bottom first: what each part may import of search.
-SEARCH_LAYERS = ("records", "choices", "settings", "datasets", "results", "trials", "command_line", "api")
+SEARCH_LAYERS = ("records", "choices", "ranking", "figures", "settings", "datasets", "trials", "results",
+                 "command_line", "api")
 
 
 def imported_modules(path) -> set[str]:

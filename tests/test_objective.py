@@ -9,9 +9,12 @@ from mlflow.tracking import MlflowClient
 from conftest import GOOD_MLP as GOOD
 from conftest import new_search, trial_runs
 from imgsearch import records
-from imgsearch.results.mlflow_runs import Tracker
+from imgsearch.results import registry
+from imgsearch.trials.tracking import Tracker
 from imgsearch.storage.compat import storage_of
 from imgsearch.storage.reconnect import DatabaseLost
+from imgsearch.trials import objective as objective_module
+from imgsearch.trials.budget import epoch_limit
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -20,11 +23,12 @@ EXPLODING = {**GOOD, "optimizer": "sgd", "learning_rate": 1e8, "momentum": 0.99,
 
 
 def test_median_pruner_prunes_a_bad_trial(tmp_path, digits):
-    search = new_search(tmp_path, digits, pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
-    study, tracker, checkpoint, objective = search.study, search.tracker, search.checkpoint, search.objective
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+                        trials=2)
+    study, tracker = search.study, search.tracker
     study.enqueue_trial(GOOD)
     study.enqueue_trial(BAD)
-    study.optimize(objective, n_trials=2, callbacks=[checkpoint.after_trial])
+    search.run()
     good, bad = study.trials
     assert good.state == optuna.trial.TrialState.COMPLETE and good.value > 0.8
     assert bad.state == optuna.trial.TrialState.PRUNED
@@ -39,10 +43,10 @@ def test_median_pruner_prunes_a_bad_trial(tmp_path, digits):
 
 
 def test_a_trial_too_slow_for_max_epoch_seconds_is_pruned_within_its_first_epoch(tmp_path, digits):
-    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), max_epoch_seconds=1e-6)
-    study, tracker, objective = search.study, search.tracker, search.objective
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), max_epoch_seconds=1e-6, trials=1)
+    study, tracker = search.study, search.tracker
     study.enqueue_trial(GOOD)  # 41 batches an epoch
-    study.optimize(objective, n_trials=1)
+    search.run()
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.intermediate_values == {}  # stopped inside epoch 1, before its validation
@@ -87,31 +91,30 @@ def test_a_later_phases_first_epoch_that_would_end_past_the_deadline_stops_after
 
 
 def test_by_default_an_epoch_may_take_twenty_times_the_median_complete_trials(tmp_path, digits):
-    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
-    study, tracker, objective = search.study, search.tracker, search.objective
-    assert objective.epoch_limit(study) == (None, "")  # no complete trial yet: no cap
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1, trials=1)
+    study, tracker = search.study, search.tracker
+    assert epoch_limit(study, None) == (None, "")  # no complete trial yet: no cap
     study.enqueue_trial(GOOD)
-    study.optimize(objective, n_trials=1)
+    search.run()
     measured = study.trials[0]
     seconds = measured.user_attrs[records.EPOCH_SECONDS_ATTR]
     assert measured.state == optuna.trial.TrialState.COMPLETE and 0 < seconds < 60
     assert trial_runs(tracker)[0].data.metrics[records.EPOCH_SECONDS_ATTR] == seconds
-    assert objective.epoch_limit(study)[0] == 60  # a short epoch: the floor
+    assert epoch_limit(study, None)[0] == 60  # a short epoch: the floor
     for seconds in (10.0, 30.0, 20.0):
         study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={records.EPOCH_SECONDS_ATTR: seconds}))
-    limit, why = objective.epoch_limit(study)  # median of (measured, 10, 30, 20) = 15
+    limit, why = epoch_limit(study, None)  # median of (measured, 10, 30, 20) = 15
     assert limit == 300 and why.startswith("20x the median complete trial's 15.0 s")
-    objective.max_epoch_seconds = 0
-    assert objective.epoch_limit(study) == (None, "")
+    assert epoch_limit(study, 0) == (None, "") and epoch_limit(study, 7.0) == (7.0, "MAX_EPOCH_SECONDS=7")
 
 
 def test_nan_loss_fails_alone_and_the_study_goes_on(tmp_path, digits):
-    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=2)
-    study, tracker, objective = search.study, search.tracker, search.objective
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=2, trials=1)
+    study, tracker = search.study, search.tracker
     study.enqueue_trial(EXPLODING)
     study.enqueue_trial(GOOD)
     with pytest.warns(UserWarning, match="out of range"):
-        study.optimize(objective, n_trials=2, catch=(Exception,))
+        search.run()  # the failed trial is not counted: the good one is the study's one
     failed, complete = study.trials
     assert failed.state == optuna.trial.TrialState.FAIL
     assert "NaN" in failed.user_attrs[records.FAIL_REASON_ATTR]
@@ -135,11 +138,12 @@ def test_an_out_of_memory_trial_fails_alone_and_the_study_goes_on(tmp_path, digi
                 keras.Sequential([keras.Input((64,)), keras.layers.Dense(2**20), keras.layers.Dense(2**20)])
             return super().build(trial, image_shape, num_classes)
 
-    search = new_search(tmp_path, digits, HugeFirstTrial(max_layers=4), pruner=optuna.pruners.NopPruner(), epochs=1)
-    study, tracker, objective = search.study, search.tracker, search.objective
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1, trials=1, max_layers=4)
+    search.objective.space = HugeFirstTrial(max_layers=4)  # a space no setting names
+    study, tracker = search.study, search.tracker
     study.enqueue_trial(GOOD)
     study.enqueue_trial(GOOD)
-    study.optimize(objective, n_trials=2, catch=(Exception,))
+    search.run()
     failed, complete = study.trials
     assert failed.state == optuna.trial.TrialState.FAIL
     reason = failed.user_attrs[records.FAIL_REASON_ATTR]
@@ -151,9 +155,8 @@ def test_an_out_of_memory_trial_fails_alone_and_the_study_goes_on(tmp_path, digi
 def test_a_trial_started_once_the_target_is_taken_is_surplus_and_not_counted(tmp_path, digits):
     from imgsearch.trials.trial_target import finished_count, surplus_reason
 
-    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1, trials=2)
     study, tracker, objective = search.study, search.tracker, search.objective
-    objective.target = 2
     study.enqueue_trial(GOOD)
     study.optimize(objective, n_trials=1)
     other = study.ask()  # another worker's trial, just asked: live though not yet marked
@@ -171,7 +174,7 @@ def test_a_trial_started_once_the_target_is_taken_is_surplus_and_not_counted(tmp
 
 
 def test_the_last_worker_to_stop_ends_the_parent_run(tmp_path, digits):
-    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1, target=2)
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1, trials=2)
     study, tracker, objective = search.study, search.tracker, search.objective
     status = lambda: tracker.client.get_run(tracker.parent_run_id).info.status  # noqa: E731
     study.enqueue_trial(GOOD)
@@ -191,10 +194,10 @@ def test_the_last_worker_to_stop_ends_the_parent_run(tmp_path, digits):
 
 
 def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, digits):
-    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=2)
-    study, tracker, checkpoint, objective = search.study, search.tracker, search.checkpoint, search.objective
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=2, trials=2)
+    study, tracker = search.study, search.tracker
     study.enqueue_trial(GOOD)
-    study.optimize(objective, n_trials=2, callbacks=[checkpoint.after_trial])
+    search.run()
     # A second process attaching to the same study re-uses the parent run.
     again = Tracker(tracker.tracking_uri, optuna.load_study(study_name=study.study_name, storage=storage_of(study)),
                     tracker.settings, tmp_path / "artifacts")
@@ -214,14 +217,14 @@ def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, dig
             assert key in run.data.metrics, key
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "model_summary.txt" in artifacts and "learning_curves.png" not in artifacts  # drawn at export
-    tracker.log_learning_curves(study.trials[1])  # what export does for the best trial
+    registry.log_learning_curves(tracker, study.trials[1])  # what export does for the best trial
     png = client.download_artifacts(runs[1].info.run_id, "learning_curves.png", str(tmp_path))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_mlflow_mirrors_the_study_objective_order_state_and_one_moving_best_tag(tmp_path, digits):
-    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
-    study, tracker, checkpoint, objective = search.study, search.tracker, search.checkpoint, search.objective
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1, trials=3)
+    study, tracker = search.study, search.tracker
     for params in (BAD, GOOD, BAD):
         study.enqueue_trial(params)
     marked = []
@@ -230,7 +233,8 @@ def test_mlflow_mirrors_the_study_objective_order_state_and_one_moving_best_tag(
         marked.append(sorted(int(r.data.tags["optuna.trial"]) for r in trial_runs(tracker).values()
                              if r.data.tags.get("best") == "true"))
 
-    study.optimize(objective, n_trials=3, callbacks=[checkpoint.after_trial, tracker.after_trial, record_marker])
+    search.callbacks.append(record_marker)  # after the search's own, the best tag's among them
+    search.run()
     study_order = [t.number for t in sorted(study.trials, key=lambda t: (-t.value, t.datetime_complete))]
     runs = tracker.client.search_runs([tracker.experiment_id], "attributes.run_name LIKE 'trial-%'",
                                       order_by=["metrics.objective DESC", "attributes.start_time ASC"])
@@ -262,12 +266,12 @@ def test_the_best_tag_already_taken_off_by_another_worker_is_not_an_error(tmp_pa
 
 
 def test_only_the_best_trials_model_is_kept(tmp_path, digits):
-    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1)
-    study, checkpoint, objective = search.study, search.checkpoint, search.objective
+    search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner(), epochs=1, trials=3)
+    study, checkpoint = search.study, search.checkpoint
     study.enqueue_trial(BAD)
     study.enqueue_trial(GOOD)
     study.enqueue_trial(BAD)
-    study.optimize(objective, n_trials=3, callbacks=[checkpoint.after_trial])
+    search.run()
     assert study.best_trial.number == 1
     assert [p.name for p in checkpoint.folder.glob("*.keras")] == ["trial-1.keras"]
     best, path = checkpoint.best(study)
@@ -279,10 +283,10 @@ def test_the_last_epoch_reports_but_never_prunes(tmp_path, digits):
     prune_all = optuna.pruners.ThresholdPruner(lower=2.0)  # accuracy is always below 2
     for epochs, state in ((2, optuna.trial.TrialState.PRUNED), (1, optuna.trial.TrialState.COMPLETE)):
         (tmp_path / str(epochs)).mkdir()
-        search = new_search(tmp_path / str(epochs), digits, pruner=prune_all, epochs=epochs)
-        study, tracker, objective = search.study, search.tracker, search.objective
+        search = new_search(tmp_path / str(epochs), digits, pruner=prune_all, epochs=epochs, trials=1)
+        study, tracker = search.study, search.tracker
         study.enqueue_trial(GOOD)
-        study.optimize(objective, n_trials=1, catch=(Exception,))
+        search.run()
         trial = study.trials[0]
         assert trial.state == state
         assert list(trial.intermediate_values) == [0]
@@ -291,7 +295,7 @@ def test_the_last_epoch_reports_but_never_prunes(tmp_path, digits):
         assert ("objective" in run.data.metrics) == (epochs == 1)
 
 
-def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(tmp_path, digits):
+def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(tmp_path, digits, monkeypatch):
     """The database lost between the trial's MLflow run being made and its id being stored,
     or while the trial reads the study before training: the run ends FAILED with why."""
     search = new_search(tmp_path, digits, pruner=optuna.pruners.NopPruner())
@@ -309,13 +313,11 @@ def test_a_trial_whose_study_database_is_lost_as_it_starts_ends_its_mlflow_run(t
     assert reason == "cannot store the run's id in the study: DatabaseLost: study database gone"
 
     trial = study.ask()
-    real_epoch_limit = objective.epoch_limit
-
-    def lose_the_database(study):
+    def lose_the_database(study, max_epoch_seconds):
         storage.lost = lost
-        return real_epoch_limit(study)
+        return epoch_limit(study, max_epoch_seconds)
 
-    objective.epoch_limit = lose_the_database
+    monkeypatch.setattr(objective_module, "epoch_limit", lose_the_database)
     with pytest.raises(DatabaseLost):
         objective(trial)
     storage.lost = None

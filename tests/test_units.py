@@ -1,20 +1,21 @@
-"""The pure rules, checked in milliseconds: epoch planning, the budget's stop, the best trial,
-scores, how a trial is described and why trials stopped, grouped."""
+"""The pure rules, checked in milliseconds: epoch planning, the budget's rules, the best weights
+across phases, the best trial, scores, how a trial is described and why trials stopped, grouped."""
 
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
 import pytest
 
-from imgsearch import records
-from imgsearch.results.checkpoints import best_of
+from imgsearch import figures, records
+from imgsearch.ranking import best_of
 from imgsearch.results.evaluate import score
-from imgsearch.results.leaderboard import key_params, why
+from imgsearch.trials.describe import how_it_ended, key_params, plural, why
 from imgsearch.results.report import grouped_reasons
 from imgsearch.spaces.base import Phase
-from imgsearch.trials.budget import Budget, EpochPlan
-from imgsearch.trials.progress import how_it_ended, plural
+from imgsearch.trials.budget import Budget, EpochPlan, epoch_limit
+from imgsearch.trials.callbacks import BestWeights
 from imgsearch.trials.training import plan_epochs
 
 START = datetime(2026, 1, 1)
@@ -66,6 +67,44 @@ def test_the_budget_stops_the_search_and_says_why():
     assert spent.ended and spent.ended_because == "the budget is spent"
 
 
+def test_the_budget_says_whether_a_trial_may_start_and_the_epoch_cap_follows_the_median():
+    now = [0.0]
+    budget = Budget(100, epochs=15, clock=lambda: now[0])
+    assert budget.time_left() and Budget(None, epochs=15).time_left() and budget.total == 100
+    budget.keep_for_ending(10)
+    now[0] = 91.0  # the deadline for trials is 90
+    assert not budget.time_left() and budget.left() == 9.0
+    study = optuna.create_study(direction="maximize")
+    assert epoch_limit(study, None) == (None, "")  # no complete trial: no cap
+    for seconds in (1.0, 4.0, 8.0):
+        study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={records.EPOCH_SECONDS_ATTR: seconds}))
+    assert epoch_limit(study, None)[0] == 80.0  # 20 x the median 4 s
+    assert epoch_limit(study, 0) == (None, "") and epoch_limit(study, 2.5) == (2.5, "MAX_EPOCH_SECONDS=2.5")
+
+
+def test_one_callback_keeps_the_best_epochs_weights_across_a_trials_fits():
+    """Each fit (a phase) ends on the best weights so far: a worse later phase gives way to the one before."""
+    held = {"weights": None}
+    model = SimpleNamespace(get_weights=lambda: held["weights"], set_weights=lambda w: held.update(weights=w))
+    best = BestWeights()
+    best.set_model(model)
+
+    def fit(epochs):  # (val_accuracy, the weights that epoch ends with)
+        for value, weights in epochs:
+            held["weights"] = weights
+            best.on_epoch_end(0, {"val_accuracy": value})
+        best.on_train_end()
+
+    fit([(0.5, "a"), (0.7, "b"), (0.6, "c")])
+    assert held["weights"] == "b" and best.best == 0.7
+    fit([(0.65, "d"), (0.69, "e")])  # the next phase starts from "b" and does worse
+    assert held["weights"] == "b" and best.best == 0.7
+    fit([(0.6, "f"), (0.8, "g")])  # and one that does better ends on its own best epoch
+    assert held["weights"] == "g" and best.best == 0.8
+    fit([(float("nan"), "h")])  # a NaN epoch is never the best
+    assert held["weights"] == "g"
+
+
 def test_the_best_trial_is_the_highest_then_the_first_to_complete():
     trials = [trial(0, value=0.8, done_after=5), trial(1, value=0.9, done_after=9), trial(2, value=0.9, done_after=7),
               trial(3, "PRUNED", value=0.95)]
@@ -92,7 +131,7 @@ def test_a_trial_is_described_in_a_few_words_and_by_how_it_ended():
     assert key_params(ensemble) == "trials 1 (0.60), 0 (0.40)"
     assert how_it_ended(trial(0, value=0.81234, epochs=15)) == "complete: val_accuracy 0.8123 (15 epochs)"
     cut = trial(1, value=0.7, epochs=5, attrs={records.PLANNED_EPOCHS_ATTR: 5})
-    assert how_it_ended(cut) == "complete: val_accuracy 0.7000 (5 epochs, cut to fit the budget)"
+    assert how_it_ended(cut) == "complete: val_accuracy 0.7000 (cut to 5 epochs to fit the budget)"
     assert why(cut) == "cut to 5 epochs to fit the budget"
     late = trial(2, value=0.7, epochs=7, attrs={records.DEADLINE_ATTR: 7})
     assert how_it_ended(late) == "complete: val_accuracy 0.7000 (stopped at the deadline after epoch 7)"
@@ -101,6 +140,7 @@ def test_a_trial_is_described_in_a_few_words_and_by_how_it_ended():
     failed = trial(4, "FAIL", attrs={records.FAIL_REASON_ATTR: "WeightsUnavailable: no file"})
     assert how_it_ended(failed) == "failed: WeightsUnavailable: no file" and why(failed) == "WeightsUnavailable: no file"
     assert plural(1, "trial") == "1 trial" and plural(2, "trial") == "2 trials"
+    assert why(trial(6, "PRUNED")) == "by the pruner" and why(trial(0, value=0.8, epochs=15)) == ""
 
 
 def test_pruned_and_failed_trials_are_grouped_by_cause():
@@ -117,3 +157,15 @@ def test_every_command_has_its_function():
     from imgsearch.settings import COMMAND_HELP, COMMANDS
 
     assert all(callable(command_function(name)) for name in COMMANDS) and set(COMMAND_HELP) == set(COMMANDS)
+
+
+def test_every_figure_is_drawn_from_plain_values_as_a_png():
+    curves = {"loss": [(0, 1.0), (1, 0.5), (2, 0.4)], "val_loss": [(0, 1.1), (1, 0.7), (2, 0.6)],
+              "accuracy": [(0, 0.5), (1, 0.8), (2, 0.9)], "val_accuracy": [(0, 0.4), (1, 0.7), (2, 0.75)],
+              "phase": [(0, 1.0), (1, 1.0), (2, 2.0)]}
+    assert figures.phase_starts(curves["phase"]) == [2]
+    drawn = [figures.learning_curves(curves), figures.confusion_matrix(np.eye(3, dtype=int), ["a", "b", "c"]),
+             figures.top_trials_curves({"trial 0": curves, "trial 3": {"val_accuracy": [(0, 0.3)]}}),
+             figures.best_so_far({"study": [(0.0, 0.5), (10.0, 0.7)], "empty": []}),
+             figures.importances({"learning_rate": 0.7, "units": 0.3})]
+    assert all(figures.png(fig).startswith(b"\x89PNG\r\n\x1a\n") for fig in drawn)

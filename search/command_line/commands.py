@@ -10,12 +10,12 @@ in about a second, not after TensorFlow's start-up.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import shutil
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,7 +27,7 @@ from imgsearch.datasets import Dataset, DatasetSpec
 from imgsearch.datasets.arrays import NAME as ARRAYS
 from imgsearch.records import BUDGET_ATTR, FINGERPRINT, INFO_FILE, INTERRUPTED_ATTR, LOCAL_WORKER, MODEL_FILE, RETRY_OF_ATTR
 from imgsearch.results.leaderboard import SHOWN
-from imgsearch.settings import SETTINGS, STUDY_KEYS, default
+from imgsearch.settings import SETTINGS, STUDY_KEYS, Settings, default
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.layout import RunsLayout
 from imgsearch.storage.optuna_storage import open_storage
@@ -67,7 +67,7 @@ class Context:
     space: object  # a spaces.SearchSpace
     data_dir: Path
     tracking_uri: str
-    arrays: Dataset | None = None  # the Python API's arrays (search/datasets/arrays.py)
+    data: Dataset | None = None  # data already in memory: the Python API's arrays, or a dataset loaded once
     mlflow_ui: str = ""  # where the dashboard's notes link to: a tracking server, else where `make mlflow` serves
 
     @property
@@ -78,7 +78,7 @@ class Context:
         return run_params(self.settings, self.space)
 
     def load_data(self) -> Dataset:
-        return self.arrays if self.arrays is not None else self.spec.load(self.data_dir)
+        return self.data if self.data is not None else self.spec.load(self.data_dir)
 
     def open_study(self) -> optuna.Study:
         from imgsearch.trials.study import open_study
@@ -86,12 +86,12 @@ class Context:
         return open_study(self.storage, self.study_name, self.settings, self.exists)
 
     def checkpoint(self):
-        from imgsearch.results.checkpoints import BestCheckpoint
+        from imgsearch.trials.checkpoints import BestCheckpoint
 
         return BestCheckpoint(self.layout.checkpoints(self.study_name))
 
     def tracker(self, study: optuna.Study):
-        from imgsearch.results.mlflow_runs import Tracker
+        from imgsearch.trials.tracking import Tracker
 
         # A tracking server stores artifacts itself; any other store keeps them in RUNS_DIR.
         served = self.tracking_uri.startswith(("http://", "https://", "databricks"))
@@ -99,14 +99,15 @@ class Context:
                        mlflow_ui=self.mlflow_ui, optuna_artifacts=self.layout.optuna_artifacts)
 
 
-def _context(args: argparse.Namespace, creating: bool, arrays: Dataset | None = None) -> Context:
+def _context(args: Settings, creating: bool, data: Dataset | None = None) -> Context:
     """The command's context. Only ``search`` (``creating``) creates RUNS_DIR and the default
     study database; the others find them or stop with one line, leaving nothing behind.
-    ``arrays``: the data of a study on arrays (``Dataset.fingerprint`` names them)."""
+    ``data``: the data, already in memory: a study on arrays (``Dataset.fingerprint`` names
+    them), or DATASET loaded once for several searches (the tests and benchmarks)."""
     layout = RunsLayout(Path(args.runs_dir))
     if not creating and not args.storage:
         layout.check_study_db()
-    if args.dataset:  # before RUNS_DIR is made; a study's recorded dataset is checked once read
+    if args.dataset and data is None:  # before RUNS_DIR is made; a study's recorded dataset is checked once read
         DatasetSpec(args.dataset, args.image_size, args.labels or default("labels"), args.folder).check_data_dir(
             Path(args.data_dir))
     layout.ensure_writable()
@@ -116,7 +117,7 @@ def _context(args: argparse.Namespace, creating: bool, arrays: Dataset | None = 
             layout.check_not_empty()
         storage = open_storage(storage_url, heartbeat=args.heartbeat, retry_seconds=args.db_retry)
         # and one reading the study while another is creating it would find it without its settings
-        return _resolve(args, creating, layout, storage_url, storage, arrays)
+        return _resolve(args, creating, layout, storage_url, storage, data)
 
 
 def _study_names(storage: optuna.storages.BaseStorage, storage_url: str) -> list[str]:
@@ -127,7 +128,7 @@ def _study_names(storage: optuna.storages.BaseStorage, storage_url: str) -> list
         raise UserError(f"cannot read the studies in {mask_url(storage_url)}: {cause}") from None
 
 
-def study_name(args: argparse.Namespace, names: list[str], creating: bool, storage_url: str) -> str:
+def study_name(args: Settings, names: list[str], creating: bool, storage_url: str) -> str:
     """The study a command is about: STUDY, else ``<dataset>-<space>``, else the only study there."""
     name = args.study or (f"{args.dataset}-{args.space or default('space')}" if args.dataset else None)
     if name is None:
@@ -139,33 +140,35 @@ def study_name(args: argparse.Namespace, names: list[str], creating: bool, stora
     return name
 
 
-def _resolve(args: argparse.Namespace, creating: bool, layout: RunsLayout, storage_url: str,
-             storage: optuna.storages.BaseStorage, arrays: Dataset | None) -> Context:
+def _resolve(args: Settings, creating: bool, layout: RunsLayout, storage_url: str,
+             storage: optuna.storages.BaseStorage, data: Dataset | None) -> Context:
     from imgsearch.trials.study import resolve_settings, resolve_space
 
-    if arrays is not None:
-        args = argparse.Namespace(**{**vars(args), "dataset": ARRAYS})
+    if data is not None:
+        args = dataclasses.replace(args, dataset=data.name)
     name = study_name(args, _study_names(storage, storage_url), creating, storage_url)
     given = {key: getattr(args, key) for key in STUDY_KEYS if getattr(args, key) is not None}
     settings, exists = resolve_settings(storage, name, given)
     spec = None
     if settings["dataset"] == ARRAYS:
-        _check_arrays(settings, arrays, exists, name)
-        shape = arrays.image_shape
+        _check_arrays(settings, data, exists, name)
     else:
         spec = DatasetSpec(settings["dataset"], settings["image_size"], settings["labels"], settings["folder"])
-        spec.check_data_dir(Path(args.data_dir))
-        shape = (spec.size, spec.size, 3)
+        if data is None:
+            spec.check_data_dir(Path(args.data_dir))
+        elif data.name != settings["dataset"]:
+            raise UserError(f"study {name!r} is on {settings['dataset']}, not {data.name}")
+    shape = data.image_shape if data is not None else (spec.size, spec.size, 3)
     option_names = {s.name for s in SETTINGS if s.space}
     given_options = {name: getattr(args, name) for name in option_names if getattr(args, name, None) is not None}
     space = resolve_space(settings, given_options, exists, name)  # imports the space: Keras from here on
     space.check_image_size(shape, settings["space"])
     tracking_uri = args.mlflow_tracking_uri or _local_tracking_uri(layout)
     return Context(layout, storage_url, storage, name, settings, exists, spec, space,
-                   Path(args.data_dir), tracking_uri, arrays, _mlflow_ui(args, tracking_uri))
+                   Path(args.data_dir), tracking_uri, data, _mlflow_ui(args, tracking_uri))
 
 
-def _mlflow_ui(args: argparse.Namespace, tracking_uri: str) -> str:
+def _mlflow_ui(args: Settings, tracking_uri: str) -> str:
     """The MLflow UI's address: a tracking server's own (without its password), else the one
     ``make mlflow`` serves on (HOST and MLFLOW_PORT; 127.0.0.1 for an all-addresses HOST)."""
     if tracking_uri.startswith(("http://", "https://")):
@@ -193,16 +196,13 @@ def _local_tracking_uri(layout: RunsLayout) -> str:
     return local_tracking_uri(layout)
 
 
-def _budget_seconds(args: argparse.Namespace) -> float | None:
-    """BUDGET, or TIMEOUT (its older name) when BUDGET is not set."""
-    return args.timeout if args.budget is None else args.budget
-
-
-def _trial_target(args: argparse.Namespace) -> int | None:
+def _trial_target(args: Settings) -> int | None:
     """TRIALS (None: no limit, the budget ends the search); the values were checked by the CLI."""
+    from imgsearch.trials.budget import budget_seconds
+
     if args.trials is not None:
         return args.trials
-    return None if _budget_seconds(args) is not None else default("trials")
+    return None if budget_seconds(args.budget, args.timeout) is not None else default("trials")
 
 
 def _queue_again_what_was_interrupted(study: optuna.Study) -> list[int]:
@@ -218,6 +218,65 @@ def _queue_again_what_was_interrupted(study: optuna.Study) -> list[int]:
 
 
 @dataclass
+class Prepared:
+    """A search ready to run, as its settings describe it: the command's context, the data, the
+    study (with its MLflow tracker) and the budget, whose clock started once the data was loaded.
+    ``search()`` is the trial engine (trials/engine.py) wired to them. The search and worker
+    commands, the Python API, the tests and the benchmarks all build a search with ``prepare``."""
+
+    ctx: Context
+    data: Dataset
+    study: optuna.Study
+    tracker: object  # trials/tracking.py's Tracker
+    budget: object  # trials/budget.py's Budget
+    trials: int | None  # TRIALS: the finished trials the study should reach (None: until the budget ends)
+    settings: Settings
+    queued_again: list[int]  # trials an earlier run left interrupted, queued again
+
+    def search(self):
+        """This process's ``Search``: its trials, the study's callbacks, its stop rules."""
+        from imgsearch.trials.engine import Search
+
+        ctx, args = self.ctx, self.settings
+        return Search(self.study, ctx.storage, ctx.space, self.data, self.tracker, ctx.checkpoint(),
+                      budget=self.budget, fixed=ctx.params, seed=ctx.settings["seed"], target=self.trials,
+                      max_epoch_seconds=args.max_epoch_seconds, trials_per_process=args.trials_per_process)
+
+
+def prepare(args: Settings, *, creating: bool, data: Dataset | None = None,
+            first_trials: list[dict] | None = None) -> Prepared:
+    """Resolve the settings ``args`` against the study and build its search (``Prepared``).
+
+    ``creating`` (the search command): the study is created when new, its first trials
+    queued (``first_trials``, params by name; by default the space's known-good ones), trials
+    an earlier run left interrupted queued again, and the budget recorded; otherwise (a
+    worker) the study must exist. ``data``: the data, already in memory (see ``_context``);
+    otherwise it is loaded from DATA_DIR.
+    """
+    from imgsearch.trials.budget import Budget, budget_seconds
+
+    ctx = _context(args, creating=creating, data=data)
+    for note in ctx.space.check_ready():  # a worker's machine may lack what the study's machine had
+        if creating or not os.environ.get(LOCAL_WORKER):  # a local worker's search has said it
+            print(f"note: {note}", flush=True)
+    data = ctx.load_data()
+    seconds, again = budget_seconds(args.budget, args.timeout), []
+    total = float(os.environ.get(BUDGET_TOTAL) or seconds) if seconds else None
+    with ctx.layout.setting_up():
+        study = ctx.open_study()
+        tracker = ctx.tracker(study)  # creates the MLflow store and the study's parent run before any worker
+        if creating:
+            if not study.get_trials(deepcopy=False):  # new, or its first start stopped before this point
+                first = ctx.space.initial_params(data.image_shape) if first_trials is None else first_trials
+                for params in first:
+                    study.enqueue_trial(params)
+            again = _queue_again_what_was_interrupted(study)
+            study.set_user_attr(BUDGET_ATTR, total)
+    budget = Budget(seconds, ctx.settings["epochs"], total=total)  # from here: data preparation is not counted
+    return Prepared(ctx, data, study, tracker, budget, _trial_target(args), args, again)
+
+
+@dataclass
 class Outcome:
     """What a search leaves: the study, the exported model's path and its evaluation on the test split."""
 
@@ -226,14 +285,13 @@ class Outcome:
     evaluation: dict
 
 
-def search(args: argparse.Namespace, arrays: Dataset | None = None) -> Outcome:
+def search(args: Settings, arrays: Dataset | None = None) -> Outcome:
     """Add trials until the study has TRIALS finished ones or BUDGET runs out, then export and evaluate.
 
     With WORKERS=N the trials run in N local ``worker`` processes (one GPU each when GPUs
     are visible) while this one waits; it creates the study first, so they all join it.
     ``arrays``: search on these (the Python API) rather than on DATASET.
     """
-    from imgsearch.trials.budget import Budget
     from imgsearch.trials.trial_target import finished_count, reached
 
     if args.workers > 1:
@@ -241,24 +299,12 @@ def search(args: argparse.Namespace, arrays: Dataset | None = None) -> Outcome:
         if arrays is not None:
             raise UserError("workers=N > 1 needs data on disk (the workers are processes of their own): "
                             "search on arrays with one worker, or save them as a folder dataset")
-    trials = _trial_target(args)
-    ctx = _context(args, creating=True, arrays=arrays)
-    for note in ctx.space.check_ready():
-        print(f"note: {note}", flush=True)
-    data = ctx.load_data()
-    with ctx.layout.setting_up():
-        study = ctx.open_study()
-        tracker = ctx.tracker(study)  # creates the MLflow store and the study's parent run before any worker
-        if not study.get_trials(deepcopy=False):  # new, or its first start stopped before this point
-            for params in ctx.space.initial_params(data.image_shape):
-                study.enqueue_trial(params)
-        again = _queue_again_what_was_interrupted(study)
-        seconds = _budget_seconds(args)
-        study.set_user_attr(BUDGET_ATTR, float(os.environ.get(BUDGET_TOTAL) or seconds) if seconds else None)
-    if again:
-        print(f"queued again: trials {', '.join(map(str, again))}, which were interrupted", flush=True)
-    _announce(ctx, study, data, trials)
-    budget = Budget(_budget_seconds(args), ctx.settings["epochs"])  # from here: data preparation is not counted
+    prepared = prepare(args, creating=True, data=arrays)
+    ctx, study, tracker, data, budget, trials = (prepared.ctx, prepared.study, prepared.tracker, prepared.data,
+                                                 prepared.budget, prepared.trials)
+    if prepared.queued_again:
+        print(f"queued again: trials {', '.join(map(str, prepared.queued_again))}, which were interrupted", flush=True)
+    _announce(prepared)
     if args.workers > 1:
         failed = run_local_workers(args.workers, ctx.study_name, ctx.storage_url, worker_environment(args))
         if failed and not reached(study, trials):
@@ -267,7 +313,7 @@ def search(args: argparse.Namespace, arrays: Dataset | None = None) -> Outcome:
         for line in failed:
             print(f"note: {line}; the other workers finished the study", flush=True)
     else:
-        _add_trials(ctx, args, study, data, trials, tracker, budget)
+        run_trials(prepared)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         within = f"within the {budget.seconds:g} s budget" if budget.seconds is not None else f"of {trials} trials"
@@ -286,8 +332,7 @@ def search(args: argparse.Namespace, arrays: Dataset | None = None) -> Outcome:
     print(f"evaluation:     {model_path.parent / 'evaluation.json'} (test top1 {result['top1']:.4f}{top5}, "
           f"n_test {result['n_test']})")
     if budget.seconds is not None:
-        total = float(os.environ.get(BUDGET_TOTAL) or budget.seconds)  # as it began, before any restart
-        print(f"time: {total - max(0.0, budget.left()):.0f} s of the {total:g} s budget searching, "
+        print(f"time: {budget.total - max(0.0, budget.left()):.0f} s of the {budget.total:g} s budget searching, "
               f"then {time.monotonic() - after:.0f} s exporting and evaluating")
     return Outcome(study, model_path, result)
 
@@ -318,57 +363,46 @@ def _leaderboard_text(study: optuna.Study) -> str:
     return table.to_string(index=False)
 
 
-def worker(args: argparse.Namespace) -> int:
+def worker(args: Settings) -> int:
     """Join an existing study and add trials until it has TRIALS finished ones or BUDGET runs out."""
-    from imgsearch.trials.budget import Budget
-
-    trials = _trial_target(args)
-    ctx = _context(args, creating=False)
-    for note in ctx.space.check_ready():  # this machine may lack what the study's machine had
-        if not os.environ.get(LOCAL_WORKER):  # the search that started this one said it
-            print(f"note: {note}", flush=True)
-    data = ctx.load_data()
-    with ctx.layout.setting_up():
-        study = ctx.open_study()
-        tracker = ctx.tracker(study)
+    prepared = prepare(args, creating=False)
     if not os.environ.get(LOCAL_WORKER):  # a local worker's search has said it
-        _announce(ctx, study, data, trials)
-    _add_trials(ctx, args, study, data, trials, tracker, Budget(_budget_seconds(args), ctx.settings["epochs"]))
+        _announce(prepared)
+    run_trials(prepared)
     return 0
 
 
-def _announce(ctx: Context, study: optuna.Study, data: Dataset, trials: int) -> None:
+def _announce(prepared: Prepared) -> None:
     from imgsearch.trials.trial_target import finished_count
 
-    target = f"/{trials}" if trials is not None else ""
-    print(f"study {ctx.study_name} in {mask_url(ctx.storage_url)}: {finished_count(study)}{target} trials finished | "
+    data, target = prepared.data, f"/{prepared.trials}" if prepared.trials is not None else ""
+    print(f"study {prepared.ctx.study_name} in {mask_url(prepared.ctx.storage_url)}: "
+          f"{finished_count(prepared.study)}{target} trials finished | "
           f"{data.name} {data.image_shape}, {data.num_classes} classes, "
           f"train {len(data.y_train)} / val {len(data.y_val)} / test {len(data.y_test)}", flush=True)
 
 
-def _add_trials(ctx: Context, args: argparse.Namespace, study: optuna.Study, data: Dataset, trials: int | None,
-                tracker, budget) -> None:
-    """This process's share of the search (``Search``). Raises RestartProcess after
-    TRIALS_PER_PROCESS trials, UserError when trials keep failing."""
-    from imgsearch.trials.engine import Search, Stop
+def run_trials(prepared: Prepared) -> None:
+    """This process's share of the search (``Search.run``) and why it stopped. Raises
+    RestartProcess after TRIALS_PER_PROCESS trials, UserError when trials keep failing."""
+    from imgsearch.trials.describe import plural
+    from imgsearch.trials.engine import Stop
     from imgsearch.trials.process_restart import RestartProcess
-    from imgsearch.trials.progress import plural, worker_tag
+    from imgsearch.trials.progress import worker_tag
 
-    search = Search(study, ctx.storage, ctx.space, data, tracker, ctx.checkpoint(),
-                    epochs=ctx.settings["epochs"], fixed=ctx.params, seed=ctx.settings["seed"], target=trials,
-                    budget=budget, max_epoch_seconds=args.max_epoch_seconds, trials_per_process=args.trials_per_process)
-    stop = search.run()
-    print(f"{worker_tag()}search stopped: {search.why(stop)}", flush=True)
+    engine = prepared.search()
+    stop = engine.run()
+    print(f"{worker_tag()}search stopped: {engine.why(stop)}", flush=True)
     if stop is Stop.FAILING:
-        raise UserError(f"search stopped: {search.failing_because}")
+        raise UserError(f"search stopped: {engine.failing_because}")
     if stop is Stop.RESTART:
-        print(f"{worker_tag()}{plural(search.trial_count.count, 'trial')} in this process: continuing in a fresh one "
+        print(f"{worker_tag()}{plural(engine.trial_count.count, 'trial')} in this process: continuing in a fresh one "
               "(returns TensorFlow's memory)", flush=True)
-        raise RestartProcess(budget.left())
+        raise RestartProcess(prepared.budget.left(), prepared.budget.total)
 
 
 def _best_trial(study: optuna.Study):
-    from imgsearch.results.checkpoints import best_trial
+    from imgsearch.ranking import best_trial
 
     return best_trial(study)
 
@@ -380,8 +414,8 @@ def _export(ctx: Context, study, tracker, data) -> Path:
 
 
 def _evaluate(ctx: Context, tracker, data: Dataset) -> dict:
+    from imgsearch.results import registry
     from imgsearch.results.evaluate import evaluate_model
-    from imgsearch.records import MODEL_FILE
 
     model_path = ctx.layout.exports(ctx.study_name) / MODEL_FILE
     if not model_path.is_file():
@@ -389,7 +423,8 @@ def _evaluate(ctx: Context, tracker, data: Dataset) -> dict:
     result, files = evaluate_model(model_path, data, model_path.parent)
     metrics = {f"test_{k}": v for k, v in result.items() if k in ("top1", "top5", "loss", "n_test")}
     tracker.log_to_parent(metrics, files)
-    tracker.tag_latest_version(ctx.study_name, {k: f"{v:.4f}" for k, v in metrics.items() if k in ("test_top1", "test_top5")})
+    registry.tag_latest_version(tracker, ctx.study_name,
+                                {k: f"{v:.4f}" for k, v in metrics.items() if k in ("test_top1", "test_top5")})
     return result
 
 
@@ -405,7 +440,7 @@ def _export_and_evaluate(ctx: Context, study, tracker, data) -> tuple[Path, dict
     return path, result
 
 
-def export(args: argparse.Namespace) -> int:
+def export(args: Settings) -> int:
     """Write RUNS_DIR/exports/<study>/model.keras from the best trial and register it in MLflow."""
     from imgsearch.trials import signals
 
@@ -421,7 +456,7 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate(args: argparse.Namespace) -> int:
+def evaluate(args: Settings) -> int:
     """Score the exported model on the test split: evaluation.json + confusion_matrix.png."""
     from imgsearch.trials import signals
 
@@ -435,7 +470,7 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def exported_model(args: argparse.Namespace) -> Path:
+def exported_model(args: Settings) -> Path:
     """MODEL, else the export of the study (STUDY, ``<dataset>-<space>``, or the only one)."""
     if args.model:
         return Path(args.model)
@@ -451,7 +486,7 @@ def exported_model(args: argparse.Namespace) -> Path:
     return path
 
 
-def predict(args: argparse.Namespace):
+def predict(args: Settings):
     """Print each image's TOP_K classes and write them all to PREDICTIONS (a CSV): a pandas DataFrame."""
     from imgsearch.results.predict import Classifier, predict_files, write_csv
 
@@ -469,7 +504,7 @@ def predict(args: argparse.Namespace):
     return table
 
 
-def report(args: argparse.Namespace) -> int:
+def report(args: Settings) -> int:
     """Write one HTML file on every study in the study database and its MLflow runs, and in the
     runs folders of RUNS_DIRS beside it."""
     layout = RunsLayout(Path(args.runs_dir))
@@ -498,7 +533,7 @@ def report(args: argparse.Namespace) -> int:
     return 0
 
 
-def clean(args: argparse.Namespace) -> int:
+def clean(args: Settings) -> int:
     """Delete RUNS_DIR: only a runs folder this project made, holding nothing else."""
     layout = RunsLayout(Path(args.runs_dir))
     if not layout.root.exists():

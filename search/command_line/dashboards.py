@@ -9,7 +9,6 @@ mlflow`` prints the link to each study's runs once the server answers.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import os
@@ -26,6 +25,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from imgsearch.records import OBJECTIVE_METRIC
+from imgsearch.settings import Settings
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.layout import RunsLayout
 from imgsearch.storage.mlflow_store import local_tracking_uri
@@ -33,7 +33,7 @@ from imgsearch.storage.optuna_storage import open_storage
 from imgsearch.storage.urls import default_storage_url, mask_url
 
 
-def _layout(args: argparse.Namespace) -> RunsLayout:
+def _layout(args: Settings) -> RunsLayout:
     layout = RunsLayout(Path(args.runs_dir))
     layout.ensure_writable()
     return layout
@@ -81,7 +81,7 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def dashboard(args: argparse.Namespace) -> int:
+def dashboard(args: Settings) -> int:
     """optuna-dashboard on STORAGE (default the study database in RUNS_DIR), with the trials'
     artifacts (RUNS_DIR/optuna-artifacts), until stopped.
 
@@ -128,7 +128,7 @@ def allowed_hosts(host: str) -> str | None:
     return ",".join(f"{name},{name}:*" for name in (host, "localhost", "127.0.0.1"))
 
 
-def mlflow(args: argparse.Namespace) -> int:
+def mlflow(args: Settings) -> int:
     """MLflow's server (UI + REST API) on MLFLOW_TRACKING_URI (default the store in RUNS_DIR);
     once it answers, the link to each study's runs. Returns the server's exit status.
 

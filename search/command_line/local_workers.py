@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
 import sys
 
 from imgsearch.records import LOCAL_WORKER
-from imgsearch.settings import SETTINGS
+from imgsearch.settings import SETTINGS, Settings
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.machine import GIB, available_memory, die_with_parent
 
@@ -46,7 +45,7 @@ def check_worker_count(count: int) -> None:
                         f"set WORKERS={most} or fewer, and add workers on other machines with `make worker`")
 
 
-def worker_environment(args: argparse.Namespace) -> dict[str, str]:
+def worker_environment(args: Settings) -> dict[str, str]:
     """The variables a worker needs to run the same search as ``args``: every setting goes
     through the environment, never a command line, which ``ps`` shows to every user of the
     machine (a database or tracking URL may hold a password)."""

@@ -14,7 +14,7 @@ import sys
 
 from imgsearch.records import LOCAL_WORKER
 from imgsearch.storage.errors import UserError
-from imgsearch.settings import COMMAND_HELP, COMMANDS, SETTINGS, TRAINING, help_text, misspelt, resolve
+from imgsearch.settings import COMMAND_HELP, COMMANDS, SETTINGS, TRAINING, Settings, help_text, misspelt, resolve
 from imgsearch.trials import signals
 from imgsearch.trials.signals import Terminated
 from imgsearch.trials.process_restart import RestartProcess
@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> Settings:
     """The command and every setting (``search.settings.resolve``, as the Python API takes them)."""
     commands = "\n".join(f"  {name:<10} {COMMAND_HELP[name]}" for name in COMMANDS)
     parser = _Parser(prog="imgsearch", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         began = BUDGET_TOTAL not in os.environ
         if restart.budget_left is not None:
             again += ["--budget", str(restart.budget_left)]  # the last --budget wins
-            os.environ.setdefault(BUDGET_TOTAL, str(args.budget if args.budget is not None else args.timeout))
+            os.environ.setdefault(BUDGET_TOTAL, str(restart.budget_total))
         if argv is not None:  # called from Python: carry on in this process
             try:
                 return main(again)
@@ -99,6 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _resume_hint(args: argparse.Namespace | None) -> str:
+def _resume_hint(args: Settings | None) -> str:
     training = args is None or args.command in TRAINING
     return "; run the same command again to resume the study" if training else ""

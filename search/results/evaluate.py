@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from imgsearch.datasets import Dataset  # noqa: E402
-from imgsearch.spaces import load_model  # noqa: E402
-from imgsearch.storage.files import write_atomic  # noqa: E402
+from imgsearch import figures
+from imgsearch.datasets import Dataset
+from imgsearch.spaces import load_model
+from imgsearch.storage.files import write_atomic
 
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_FILE = "confusion_matrix.png"
@@ -41,26 +38,6 @@ def score(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str])
     return result
 
 
-def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path) -> None:
-    n = len(class_names)
-    size = min(4 + 0.4 * n, 40)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(confusion, cmap="Blues")
-    if n <= 50:
-        ax.set_xticks(range(n), class_names, rotation=90)
-        ax.set_yticks(range(n), class_names)
-    if n <= 20:
-        dark = confusion.max() / 2  # white numbers on the darker cells
-        for (i, j), count in np.ndenumerate(confusion):
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if count > dark else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def evaluate_model(model_path: Path, data: Dataset, out_dir: Path) -> tuple[dict, list[Path]]:
     """Score the model on ``data``'s test split; write evaluation.json and the confusion matrix PNG."""
     model = load_model(model_path, compile=False)
@@ -68,5 +45,6 @@ def evaluate_model(model_path: Path, data: Dataset, out_dir: Path) -> tuple[dict
     result = score(probabilities, data.y_test, data.class_names)
     json_path, png_path = out_dir / EVALUATION_FILE, out_dir / CONFUSION_FILE
     write_atomic(json_path, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
-    write_atomic(png_path, lambda tmp: plot_confusion(np.array(result["confusion_matrix"]), data.class_names, tmp))
+    figure = figures.confusion_matrix(np.array(result["confusion_matrix"]), data.class_names)
+    write_atomic(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=80))
     return result, [json_path, png_path]

@@ -14,13 +14,14 @@ import mlflow
 import numpy as np
 import optuna
 
-from imgsearch.results.checkpoints import BestCheckpoint
 from imgsearch.datasets import Dataset
+from imgsearch.results import registry
 from imgsearch.records import ENSEMBLE_OF_ATTR, ENSEMBLE_WEIGHTS_ATTR, INFO_FILE, MODEL_FILE, family_of
-from imgsearch.results.mlflow_runs import Tracker, best_step
+from imgsearch.trials.tracking import Tracker, best_step
 from imgsearch.spaces import load_model
 from imgsearch.spaces.portable import portable_model
 from imgsearch.storage.files import locked, remove_leftovers, scratch_folder, write_atomic
+from imgsearch.trials.checkpoints import BestCheckpoint
 
 
 
@@ -71,7 +72,7 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
         tracker.log_to_parent({}, [out_dir / INFO_FILE], artifact_path="export")
         with scratch_folder(out_dir):
             try:
-                logged = tracker.log_model(best, model, name="model", registered_model_name=study.study_name,
+                logged = registry.log_model(tracker, best, model, name="model", registered_model_name=study.study_name,
                                            signature=signature, pip_requirements=requirements,
                                            step=best_step(list(best.intermediate_values.items()), best.value))
             except BaseException:
@@ -79,7 +80,7 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
                     with contextlib.suppress(Exception):  # else the next process's Tracker.repair does it
                         tracker.fail_pending_models(lambda pid: pid == os.getpid())
                 raise
-        tracker.describe_version(study.study_name, str(logged.registered_model_version), best)
-        tracker.log_learning_curves(best)
+        registry.describe_version(tracker, study.study_name, str(logged.registered_model_version), best)
+        registry.log_learning_curves(tracker, best)
         tracker.mark_best(best, check_all=True)
     return target

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 import re
@@ -20,19 +19,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import matplotlib
+import optuna
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from imgsearch.records import (BUDGET_ATTR, FAIL_REASON_ATTR, OBJECTIVE, PARENT_RUN_ATTR, PRUNE_REASON_ATTR,  # noqa: E402
+from imgsearch import figures
+from imgsearch.ranking import best_of as best_trial_of, best_trial, ranked
+from imgsearch.records import (BUDGET_ATTR, FAIL_REASON_ATTR, OBJECTIVE, PARENT_RUN_ATTR, PRUNE_REASON_ATTR,
                                RUN_ID_ATTR, SETTINGS_ATTR, family_of)
-from imgsearch.results.checkpoints import best_of as best_trial_of, best_trial  # noqa: E402
-from imgsearch.results.leaderboard import key_params, leaderboard  # noqa: E402
+from imgsearch.results.leaderboard import leaderboard
+from imgsearch.trials.describe import key_params
 
 TOP_TRIALS = 3  # learning curves of this many best trials per study
 TOP_TABLE = 10  # rows of a study's table of its best trials
@@ -152,28 +148,19 @@ def _best_so_far(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[float, fl
     return points
 
 
-def _png(fig) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def _importances(study: optuna.Study) -> bytes | None:
-    """Optuna's parameter-importance plot (fANOVA); None below MIN_TRIALS_FOR_IMPORTANCES complete
-    trials or while too few of them vary."""
+    """Optuna's parameter importances (fANOVA) as a figure; None below MIN_TRIALS_FOR_IMPORTANCES
+    complete trials or while too few of them vary."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCES:
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            axes = optuna.visualization.matplotlib.plot_param_importances(study)
+            values = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError):
         return None  # e.g. no parameter took two values among the complete trials
-    axes.figure.set_size_inches(6, 0.35 * len(axes.get_yticks()) + 1.5)
-    axes.figure.tight_layout()
-    return _png(axes.figure)
+    return figures.png(figures.importances(values)) if values else None
 
 
 def _run_metric(client: MlflowClient, run_id: str, key: str) -> float | None:
@@ -199,35 +186,14 @@ def _evaluation(client: MlflowClient, parent_run_id: str | None) -> tuple[dict, 
 
 
 def _learning_curves(client: MlflowClient, study: optuna.Study, trials) -> bytes | None:
-    """val_accuracy (solid) and accuracy (dashed) per epoch of the best complete trials, from MLflow."""
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get(RUN_ID_ATTR)]
-    top = sorted(complete, key=lambda t: (-t.value, t.number))[:TOP_TRIALS]
+    """The learning curves of the best complete trials, from MLflow."""
+    top = [t for t in ranked(trials) if t.user_attrs.get(RUN_ID_ATTR)][:TOP_TRIALS]
     if not top:
         return None
-    fig, (ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for trial in top:
-        color, run_id = None, trial.user_attrs[RUN_ID_ATTR]  # a trial's curves share a colour
-        for axes, key, style in ((ax, OBJECTIVE, "-"), (ax, "accuracy", "--"), (loss_ax, "val_loss", "-"),
-                                 (loss_ax, "loss", "--")):
-            history = _history(client, run_id, key)
-            if history:
-                line, = axes.plot([m.step + 1 for m in history], [m.value for m in history], style, marker="o",
-                                  markersize=3, color=color, label=f"trial {trial.number} {key}")
-                color = line.get_color()
-        phases = _history(client, run_id, "phase")
-        for before, after in zip(phases, phases[1:]):  # a later phase (fine-tuning) begins: a marker
-            if after.value != before.value:
-                for axes in (ax, loss_ax):
-                    axes.axvline(after.step + 0.5, color=color, linestyle=":", alpha=0.7)
-    for axes, label in ((ax, "accuracy"), (loss_ax, "loss")):
-        axes.set_xlabel("epoch (dotted line: the next training phase begins)")
-        axes.set_ylabel(label)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    ax.set_ylim(0, 1)
-    fig.tight_layout()
-    return _png(fig)
+    keys = (OBJECTIVE, "accuracy", "val_loss", "loss", "phase")
+    curves = {f"trial {trial.number}": {key: [(m.step, m.value) for m in _history(client, trial.user_attrs[RUN_ID_ATTR], key)]
+                                        for key in keys} for trial in top}
+    return figures.png(figures.top_trials_curves(curves))
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> list:
@@ -239,18 +205,7 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list:
 
 def best_so_far_plot(reports: list[StudyReport]) -> bytes:
     """Every study's best validation accuracy against the seconds since its first trial started."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for report in reports:
-        if report.best_so_far:
-            xs, ys = zip(*report.best_so_far)
-            ax.step(xs, ys, where="post", marker="o", markersize=3, label=report.name)
-    ax.set_xlabel("seconds since the study's first trial started")
-    ax.set_ylabel("best val_accuracy so far")
-    ax.set_ylim(0, 1)  # the whole scale: a gain of 0.007 looks as small as it is
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=10, loc="lower right")
-    fig.tight_layout()
-    return _png(fig)
+    return figures.png(figures.best_so_far({report.name: report.best_so_far for report in reports}))
 
 
 def _img(png: bytes | None, alt: str) -> str:

@@ -1,14 +1,20 @@
-"""BUDGET: the seconds a search may train for, and what every trial does to keep within them.
+"""The rules of time, in one place: BUDGET, the seconds a search may train for, what every trial
+does to keep within them, and MAX_EPOCH_SECONDS, the cap on one epoch.
 
 The clock starts once the data is loaded (preparing a dataset the first time is not
-counted). No trial starts after the deadline; a trial plans its epochs to end before it
+counted). No trial starts after the deadline (``Budget``, a study callback that also stops
+the search once no trial could finish); a trial plans its epochs to end before it
 (``EpochPlan.fit_to``, from its first batches) and, should it still be running at the
-deadline, stops at the end of that epoch and keeps the best value it reached.
+deadline, stops at the end of that epoch and keeps the best value it reached. An epoch
+projected longer than ``epoch_limit`` prunes its trial. The Keras callbacks that time the
+epochs and apply these rules are ``EpochTimer`` and ``FollowPlan`` (trials/callbacks.py);
+a SPACE=auto family that does not lead gets a share of the time left (trials/families.py).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +27,8 @@ from imgsearch.records import EPOCH_SECONDS_ATTR
 MIN_EPOCH_SHARE = 1 / 3
 # Projected epochs are stretched by this much for validation and the callbacks' own work.
 EPOCH_MARGIN = 1.1
+SLOWDOWN_LIMIT = 20  # MAX_EPOCH_SECONDS's default: this many times the median complete trial's epoch,
+MIN_EPOCH_LIMIT = 60.0  # but never below this many seconds (short epochs time too noisily)
 
 
 def complete_epoch_seconds(study: optuna.Study) -> list[float]:
@@ -29,12 +37,40 @@ def complete_epoch_seconds(study: optuna.Study) -> list[float]:
     return [t.user_attrs[EPOCH_SECONDS_ATTR] for t in complete if EPOCH_SECONDS_ATTR in t.user_attrs]
 
 
-class Budget:
-    """``seconds`` from now (None: no deadline). A study callback too: it stops the search
-    once the time left is less than the shortest trial the study has seen would need."""
+def budget_seconds(budget: float | None, timeout: float | None) -> float | None:
+    """The search's seconds: BUDGET, or TIMEOUT (its older name) when BUDGET is not set."""
+    return timeout if budget is None else budget
 
-    def __init__(self, seconds: float | None, epochs: int, clock=time.monotonic):
+
+def epoch_limit(study: optuna.Study, max_epoch_seconds: float | None) -> tuple[float | None, str]:
+    """The most seconds an epoch of the study's next trial may take, and why (None: no cap).
+
+    ``max_epoch_seconds`` (MAX_EPOCH_SECONDS) is a fixed cap, 0 none; by default (None) the cap
+    is SLOWDOWN_LIMIT times the median epoch of the study's complete trials, at least
+    MIN_EPOCH_LIMIT (none before the first completes).
+    """
+    if max_epoch_seconds == 0:
+        return None, ""
+    if max_epoch_seconds is not None:
+        return max_epoch_seconds, f"MAX_EPOCH_SECONDS={max_epoch_seconds:g}"
+    seconds = complete_epoch_seconds(study)
+    if not seconds:
+        return None, ""
+    median = statistics.median(seconds)
+    why = (f"{SLOWDOWN_LIMIT}x the median complete trial's {median:.1f} s, at least {MIN_EPOCH_LIMIT:.0f} s; "
+           "MAX_EPOCH_SECONDS sets a fixed cap")
+    return max(MIN_EPOCH_LIMIT, SLOWDOWN_LIMIT * median), why
+
+
+class Budget:
+    """``seconds`` from now (None: no deadline) for a search whose trials plan ``epochs``. A
+    study callback too: it stops the search once the time left is less than the shortest
+    trial the study has seen would need."""
+
+    def __init__(self, seconds: float | None, epochs: int, clock=time.monotonic, total: float | None = None):
         self.clock, self.seconds, self.epochs = clock, seconds, epochs
+        # What the search began with: more than ``seconds`` in a process it continues in (TRIALS_PER_PROCESS).
+        self.total = total if total is not None else seconds
         self.deadline = None if seconds is None else clock() + seconds
         self.reserve = 0.0  # the last seconds, kept for the end-of-budget step (``keep_for_ending``)
         self.ended = False  # set once it stopped the search
@@ -54,6 +90,11 @@ class Budget:
 
     def training_left(self) -> float | None:
         return None if self.deadline is None else self.training_deadline - self.clock()
+
+    def time_left(self) -> bool:
+        """Whether a trial may still start: the search was not stopped and its deadline is ahead."""
+        left = self.training_left()
+        return not self.ended and (left is None or left > 0)
 
     def least_trial_seconds(self, study: optuna.Study) -> float | None:
         """The time the fastest complete trial's epochs would need for the shortest worthwhile run."""

@@ -1,6 +1,6 @@
 """The Keras callbacks a trial's fit runs with (``training.py`` puts them together): each epoch to
 the trial's MLflow run and the console, Optuna's pruning, the epoch timer that keeps the budget,
-the chance check, the plan and the learning-rate schedule, signals.
+the chance check, the plan and the learning-rate schedule, the best weights, signals.
 
 Each is ``NotCopied``: KerasTuner deep-copies a search's callbacks, and these must stay the
 ones reporting to this trial.
@@ -21,7 +21,7 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from imgsearch.records import OBJECTIVE, STARTUP_SECONDS_ATTR, family_of
-from imgsearch.results.mlflow_runs import TrialRun
+from imgsearch.trials.tracking import TrialRun
 from imgsearch.spaces import Candidate
 from imgsearch.trials import signals
 from imgsearch.trials.budget import EpochPlan
@@ -308,6 +308,31 @@ class StopOnSignal(NotCopied, keras.callbacks.Callback):
 
     def on_test_batch_end(self, batch, logs=None):
         signals.raise_pending()
+
+
+class BestWeights(NotCopied, keras.callbacks.Callback):
+    """The best epoch of all a trial's fits (its phases): ``best`` is its ``monitor`` value, and
+    each fit ends on its weights, so a later phase starts from the best so far and a phase that
+    did worse gives way to the one before. One object for the whole trial.
+
+    Keras's ``EarlyStopping(restore_best_weights=True)`` keeps the best of one fit only, and only
+    when it stops early; a trial's phases are several fits.
+    """
+
+    def __init__(self, monitor: str = OBJECTIVE):
+        super().__init__()
+        self.monitor, self.best, self.weights, self.last_was_best = monitor, -math.inf, None, False
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        self.last_was_best = value is not None and value > self.best
+        if self.last_was_best:
+            self.best, self.weights = float(value), self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.weights is not None and not self.last_was_best:
+            self.model.set_weights(self.weights)
+            self.last_was_best = True
 
 
 class History(NotCopied, keras.callbacks.History):

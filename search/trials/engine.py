@@ -1,5 +1,6 @@
-"""``Search``: one process's part in a study, wired together once (``search`` and ``worker`` use it,
-so do the tests and benchmarks)."""
+"""``Search``: one process's part in a study: its trials, the study callbacks and why it stops.
+It is built from the settings in one place, ``command_line/commands.py``'s ``prepare``, which the
+commands, the Python API, the tests and the benchmarks all use."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import time
 import optuna
 
 from imgsearch.datasets import Dataset
-from imgsearch.results.checkpoints import BestCheckpoint
-from imgsearch.results.mlflow_runs import Tracker, TrackingLost
+from imgsearch.trials.checkpoints import BestCheckpoint
+from imgsearch.trials.tracking import Tracker, TrackingLost
 from imgsearch.trials import ensemble, signals
 from imgsearch.trials.budget import Budget
 from imgsearch.trials.objective import Objective
 from imgsearch.trials.process_restart import TrialsPerProcess
-from imgsearch.trials.progress import Progress
+from imgsearch.trials.progress import Progress, StopWhenFailing
 from imgsearch.trials.stale_trials import RetryStaleTrial, retire_unneeded_retries
 from imgsearch.trials.trial_target import StopAtTarget, live_running, reached
 from imgsearch.spaces import SearchSpace
@@ -33,14 +34,15 @@ class Stop(enum.Enum):
 
 class Search:
     """Trials for ``study`` (kept in ``storage``) until it has ``target`` finished ones (None: no target), the
-    ``budget`` runs out, ``trials_per_process`` trials ran here (0: never), or trials keep
-    failing (five in a row, or one on a full disk).
+    ``budget`` runs out (its seconds, None: none; its trials plan ``budget.epochs`` epochs),
+    ``trials_per_process`` trials ran here (0: never), or trials keep failing (five in a row,
+    or one on a full disk).
 
     It owns the objective (``space`` trained on ``data``, each trial an MLflow run of
     ``tracker``, the best model kept by ``checkpoint``; ``fixed``, ``seed`` and
     ``max_epoch_seconds`` as ``Objective`` takes them) and the study callbacks: the target,
-    the budget, the checkpoint, the best-run tag, the progress lines, the process's trial
-    count and the signals. It also makes the storage queue again, while the target still
+    the budget, the checkpoint, the best-run tag, the progress lines, the stop when trials
+    keep failing, the process's trial count and the signals. It also makes the storage queue again, while the target still
     needs it, a trial whose worker died (no heartbeat). With a budget, a space that
     ``ends_with_ensemble`` (SPACE=auto) keeps the budget's last seconds and its best models for
     the end-of-budget step (search/trials/ensemble.py), which the last worker to stop runs.
@@ -52,11 +54,9 @@ class Search:
     """
 
     def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage, space: SearchSpace, data: Dataset,
-                 tracker: Tracker, checkpoint: BestCheckpoint, *, epochs: int, fixed: dict, seed: int | None = None,
-                 target: int | None = None, budget: Budget | None = None, max_epoch_seconds: float | None = None,
-                 trials_per_process: int = 0):
-        self.study, self.tracker, self.checkpoint, self.target = study, tracker, checkpoint, target
-        self.budget = budget or Budget(None, epochs)
+                 tracker: Tracker, checkpoint: BestCheckpoint, *, budget: Budget, fixed: dict, seed: int | None = None,
+                 target: int | None = None, max_epoch_seconds: float | None = None, trials_per_process: int = 0):
+        self.study, self.tracker, self.checkpoint, self.target, self.budget = study, tracker, checkpoint, target, budget
         self.ends_with_ensemble = space.ends_with_ensemble and self.budget.seconds is not None
         if self.ends_with_ensemble:
             self.budget.keep_for_ending(ensemble.reserve_seconds(self.budget.seconds))
@@ -64,17 +64,18 @@ class Search:
         self.storage = storage  # the study's (open_storage's), which Optuna wraps in a cache
         storage.heartbeat_stale_trial_callback = RetryStaleTrial(tracker.client, target=target)
         self.progress = Progress(target, budget=self.budget)
+        self.failing = StopWhenFailing()
         self.trial_count = TrialsPerProcess(trials_per_process)
-        self.objective = Objective(space, data, epochs, tracker, checkpoint, fixed=fixed, seed=seed,
+        self.objective = Objective(space, data, budget.epochs, tracker, checkpoint, fixed=fixed, seed=seed,
                                    max_epoch_seconds=max_epoch_seconds, target=target,
                                    deadline=self.budget.training_deadline, final_deadline=self.budget.deadline)
         self.callbacks = [*([StopAtTarget(target)] if target is not None else []), self.budget,
-                          checkpoint.after_trial, tracker.after_trial, self.progress, self.trial_count,
+                          checkpoint.after_trial, tracker.after_trial, self.progress, self.failing, self.trial_count,
                           self._stop_if_tracking_lost, signals.after_trial]
 
     @property
     def failing_because(self) -> str | None:
-        return self.progress.stopped_because
+        return self.failing.stopped_because
 
     def why(self, stop: Stop) -> str:
         """``stop`` in words, with the numbers that made it."""
@@ -89,25 +90,22 @@ class Search:
     def reached(self) -> bool:
         return reached(self.study, self.target)
 
-    def time_left(self) -> bool:
-        return not self.budget.ended and (self.budget.training_left() is None or self.budget.training_left() > 0)
-
     def run(self) -> Stop:
         """Add trials; return why this process stopped. The last worker to stop ends the
         study's MLflow parent run (a lost database ends nothing: it raises DatabaseLost)."""
         self.tracker.reopen()
         try:
-            while not self.reached() and self.time_left():
+            while not self.reached() and self.budget.time_left():
                 self.study.optimize(self.objective, timeout=self.budget.training_left(), catch=(Exception,),
                                     callbacks=self.callbacks)
                 if self.tracker.lost:
                     raise self.tracker.lost
                 if self.failing_because or self.trial_count.exhausted or self.budget.ended:
                     break
-                while live_running(self.study) and self.time_left():
+                while live_running(self.study) and self.budget.time_left():
                     time.sleep(1)  # the other workers' trials may still fail
                     optuna.storages.fail_stale_trials(self.study)
-            if self.ends_with_ensemble and not (self.failing_because or self.reached() or self.time_left()):
+            if self.ends_with_ensemble and not (self.failing_because or self.reached() or self.budget.time_left()):
                 self.end_with_ensemble()
                 if self.tracker.lost:
                     raise self.tracker.lost
@@ -125,7 +123,7 @@ class Search:
             return Stop.FAILING
         if self.reached():
             return Stop.TARGET
-        if self.trial_count.exhausted and self.time_left():
+        if self.trial_count.exhausted and self.budget.time_left():
             return Stop.RESTART
         return Stop.BUDGET
 

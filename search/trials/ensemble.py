@@ -23,8 +23,8 @@ import optuna
 
 from imgsearch.datasets import Dataset
 from imgsearch.records import ENSEMBLE_OF_ATTR, ENSEMBLE_STEP_ATTR, ENSEMBLE_WEIGHTS_ATTR, OBJECTIVE, family_of
-from imgsearch.results.checkpoints import BestCheckpoint
-from imgsearch.results.mlflow_runs import TrialRun
+from imgsearch.trials.checkpoints import BestCheckpoint
+from imgsearch.trials.tracking import TrialRun
 from imgsearch.spaces import load_model
 
 MEMBERS = 4  # the best this many complete trials (and each family's best) may be members

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import statistics
 import time
 import traceback
 
@@ -12,11 +11,11 @@ import keras
 import optuna
 
 from imgsearch.trials import signals
-from imgsearch.results.checkpoints import BestCheckpoint
+from imgsearch.trials.checkpoints import BestCheckpoint
 from imgsearch.datasets import Dataset
 from imgsearch.trials.trial_target import claim
-from imgsearch.results.mlflow_runs import Tracker, TrackingLost, TrialRun
-from imgsearch.trials.budget import EpochPlan, complete_epoch_seconds
+from imgsearch.trials.tracking import Tracker, TrackingLost, TrialRun
+from imgsearch.trials.budget import EpochPlan, epoch_limit
 from imgsearch.records import (DEADLINE_ATTR, ENSEMBLE_STEP_ATTR, EPOCH_SECONDS_ATTR, FAIL_REASON_ATTR,
                                INTERRUPTED_ATTR, PARAM_COUNT_ATTR, PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR,
                                STARTUP_SECONDS_ATTR)
@@ -28,9 +27,6 @@ from imgsearch.trials.training import plan_epochs, train
 from imgsearch.spaces import SearchSpace
 from imgsearch.storage.files import DiskFull, disk_full_message, is_disk_full
 
-SLOWDOWN_LIMIT = 20  # default cap: this many times the median complete trial's epoch,
-MIN_EPOCH_LIMIT = 60.0  # but never below this many seconds (short epochs time too noisily)
-
 
 class Objective:
     """Callable for ``study.optimize``: returns a trial's best validation accuracy.
@@ -40,9 +36,8 @@ class Objective:
     ``seed + trial.number``. The Keras session is cleared after every trial, so memory does
     not grow with the number of trials.
 
-    A trial whose epoch would take longer than ``max_epoch_seconds`` is pruned. By default
-    (None) the cap is SLOWDOWN_LIMIT times the median epoch of the study's complete trials,
-    at least MIN_EPOCH_LIMIT (none before the first completes); 0 means no cap.
+    A trial whose epoch would take longer than ``max_epoch_seconds`` is pruned (None: the
+    default cap, 0: none; ``budget.epoch_limit``).
 
     With a ``target`` (TRIALS), a trial that the trials before it already make unnecessary
     is pruned as surplus before anything else, without an MLflow run (search/trials/trial_target.py).
@@ -105,7 +100,7 @@ class Objective:
         plan = EpochPlan(self.epochs, self.deadline)
         timer = None
         try:  # from here on the run ends in the state the trial ends in, whatever raises
-            timer = EpochTimer(*self.epoch_limit(trial.study), plan=plan)
+            timer = EpochTimer(*epoch_limit(trial.study, self.max_epoch_seconds), plan=plan)
             signals.raise_pending()  # one that came while the trial started
             value, model = work(trial, run, plan, timer)
             trial.set_user_attr(PARAM_COUNT_ATTR, model.count_params())
@@ -152,17 +147,3 @@ class Objective:
         if self.tracker.lost is None:
             with contextlib.suppress(TrackingLost):
                 run.finish(trial, state, **details)
-
-    def epoch_limit(self, study: optuna.Study) -> tuple[float | None, str]:
-        """The most seconds an epoch of the next trial may take, and why."""
-        if self.max_epoch_seconds == 0:
-            return None, ""
-        if self.max_epoch_seconds is not None:
-            return self.max_epoch_seconds, f"MAX_EPOCH_SECONDS={self.max_epoch_seconds:g}"
-        seconds = complete_epoch_seconds(study)
-        if not seconds:
-            return None, ""
-        median = statistics.median(seconds)
-        why = (f"{SLOWDOWN_LIMIT}x the median complete trial's {median:.1f} s, at least {MIN_EPOCH_LIMIT:.0f} s; "
-               "MAX_EPOCH_SECONDS sets a fixed cap")
-        return max(MIN_EPOCH_LIMIT, SLOWDOWN_LIMIT * median), why

@@ -14,12 +14,13 @@ import optuna
 class RestartProcess(Exception):
     """This process has run its share of trials; the search continues in a fresh one.
 
-    ``budget_left`` is what remains of BUDGET (None when there is none).
+    ``budget_left`` is what remains of BUDGET (None when there is none), ``budget_total`` what
+    the search began with.
     """
 
-    def __init__(self, budget_left: float | None):
+    def __init__(self, budget_left: float | None, budget_total: float | None = None):
         super().__init__(budget_left)
-        self.budget_left = budget_left
+        self.budget_left, self.budget_total = budget_left, budget_total
 
 
 class TrialsPerProcess:

@@ -1,4 +1,5 @@
-"""One line per finished trial: what model it was, how it ended, the best so far and the count."""
+"""One line per finished trial: what model it was, how it ended, the best so far and the count;
+and the stop when trials keep failing."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import time
 
 import optuna
 
-from imgsearch.records import (DEADLINE_ATTR, FAIL_REASON_ATTR, LOCAL_WORKER, PLANNED_EPOCHS_ATTR, PRUNE_REASON_ATTR,
-                               family_of)
-from imgsearch.results.checkpoints import best_trial
-from imgsearch.results.leaderboard import key_params
+from imgsearch.ranking import best_trial
+from imgsearch.records import FAIL_REASON_ATTR, LOCAL_WORKER, family_of
+from imgsearch.trials.describe import how_it_ended, key_params
 from imgsearch.storage.files import DISK_FULL
 from imgsearch.trials.trial_target import finished_count
 
@@ -22,39 +22,15 @@ def worker_tag() -> str:
     return f"[worker {index}] " if index else ""
 
 
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def how_it_ended(trial: optuna.trial.FrozenTrial) -> str:
-    """Complete (with its epochs, cut or stopped at the deadline), pruned (why), or failed (why)."""
-    attrs, epochs = trial.user_attrs, len(trial.intermediate_values)
-    if trial.state == optuna.trial.TrialState.COMPLETE:
-        if attrs.get(DEADLINE_ATTR):
-            how = f"stopped at the deadline after epoch {attrs[DEADLINE_ATTR]}"
-        elif attrs.get(PLANNED_EPOCHS_ATTR):
-            how = f"{plural(epochs, 'epoch')}, cut to fit the budget"
-        else:
-            how = plural(epochs, "epoch")
-        return f"complete: val_accuracy {trial.value:.4f} ({how})"
-    if trial.state == optuna.trial.TrialState.PRUNED:
-        return f"pruned: {attrs.get(PRUNE_REASON_ATTR) or 'by the pruner'}"
-    return f"failed: {attrs.get(FAIL_REASON_ATTR) or 'no reason recorded'}"
-
-
 class Progress:
-    """Study callback printing the search's progress; also stops the search after
-    ``max_consecutive_failures`` failed trials in a row (``stopped_because`` says why)."""
+    """Study callback printing one line per finished trial: the model, how it ended, the best so
+    far, the count against ``target`` and the time (left of ``budget``)."""
 
-    def __init__(self, target: int | None, max_consecutive_failures: int = 5, stream=None, budget=None):
-        self.target, self.max_failures, self.stream = target, max_consecutive_failures, stream
-        self.budget = budget
+    def __init__(self, target: int | None, stream=None, budget=None):
+        self.target, self.stream, self.budget = target, stream, budget
         self.started = time.perf_counter()
-        self.failures_in_a_row = 0
-        self.stopped_because: str | None = None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        state = trial.state.name
         top = best_trial(study)
         best = (f"best {top.value:.4f} (trial {top.number}{', ' + family_of(top) if family_of(top) else ''})"
                 if top else "no complete trial yet")
@@ -66,11 +42,22 @@ class Progress:
         print(f"{worker_tag()}[trial {trial.number}] {model + ': ' if model else ''}{how_it_ended(trial)} "
               f"| {best} | {finished_count(study)}{target} done, {clock}",
               file=self.stream or sys.stdout, flush=True)  # stdout as it is now (tests replace it)
-        reason = trial.user_attrs.get(FAIL_REASON_ATTR, "")
-        self.failures_in_a_row = self.failures_in_a_row + 1 if state == "FAIL" else 0
-        if state == "FAIL" and reason.startswith(DISK_FULL):  # every trial would fail the same way
+
+
+class StopWhenFailing:
+    """Study callback: stops the search after ``max_in_a_row`` failed trials in a row, or at
+    once on a full disk (every trial would fail the same way); ``stopped_because`` says why."""
+
+    def __init__(self, max_in_a_row: int = 5):
+        self.max_in_a_row, self.in_a_row = max_in_a_row, 0
+        self.stopped_because: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        failed, reason = trial.state == optuna.trial.TrialState.FAIL, trial.user_attrs.get(FAIL_REASON_ATTR, "")
+        self.in_a_row = self.in_a_row + 1 if failed else 0
+        if failed and reason.startswith(DISK_FULL):
             self.stopped_because = reason
             study.stop()
-        elif self.failures_in_a_row >= self.max_failures:
-            self.stopped_because = f"{self.failures_in_a_row} trials failed in a row, the last with: {reason}"
+        elif self.in_a_row >= self.max_in_a_row:
+            self.stopped_because = f"{self.in_a_row} trials failed in a row, the last with: {reason}"
             study.stop()

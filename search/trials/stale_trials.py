@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from imgsearch.trials.trial_target import finished_count, live_running
 from imgsearch.records import FAIL_REASON_ATTR, RUN_ID_ATTR
 from imgsearch.storage.compat import trial_id
-from imgsearch.results.mlflow_runs import TrackingLost, end_run
+from imgsearch.trials.tracking import TrackingLost, end_run
 
 STALE_REASON = "its worker stopped sending heartbeats (killed or lost); the trial was queued again"
 STALE_NOT_NEEDED_REASON = ("its worker stopped sending heartbeats (killed or lost); not queued again: "

@@ -7,15 +7,14 @@ import math
 import time
 
 import keras
-import numpy as np
 import optuna
 
 from imgsearch.datasets import Dataset
 from imgsearch.records import OBJECTIVE
-from imgsearch.results.mlflow_runs import TrialRun
+from imgsearch.trials.tracking import TrialRun
 from imgsearch.spaces import Candidate, Phase, SearchSpace
 from imgsearch.trials.budget import EpochPlan
-from imgsearch.trials.callbacks import (EpochLine, EpochLogger, EpochTimer, FollowPlan, History, ModelLogger,
+from imgsearch.trials.callbacks import (BestWeights, EpochLine, EpochLogger, EpochTimer, FollowPlan, History, ModelLogger,
                                         PruningCallback, StopAtChance, StopOnSignal, WarmupCosine, chance_level,
                                         first_check)
 
@@ -56,13 +55,14 @@ def train(space: SearchSpace, candidate: Candidate, plan: EpochPlan, data: Datas
     learning rate follows a warmup + cosine schedule over its planned epochs. No early
     stopping: it would cut off a trial still improving under its schedule (the pruner
     stops the hopeless ones). The model ends with the weights of the best epoch of all
-    phases. The plan may be cut while training (``timer``, to fit the deadline), and a trial
-    still running at the deadline stops at the end of that epoch, keeping what it reached.
+    phases (``BestWeights``). The plan may be cut while training (``timer``, to fit the
+    deadline), and a trial still running at the deadline stops at the end of that epoch,
+    keeping what it reached.
     Raises optuna.TrialPruned when the pruner or ``timer`` says so, and TrialFailed when
     the loss stops being finite.
     """
     started = time.perf_counter()
-    best, best_weights, losses, done, model = -math.inf, None, [], 0, candidate.model
+    losses, done, model, best = [], 0, candidate.model, BestWeights()
     check, chance = first_check(plan.total), chance_level(data.y_val)
     describe = ModelLogger(run, candidate)
     for index, phase in enumerate(candidate.phases):
@@ -84,8 +84,7 @@ def train(space: SearchSpace, candidate: Candidate, plan: EpochPlan, data: Datas
             PruningCallback(trial, OBJECTIVE, plan),
             StopAtChance(check, chance, plan),  # after the pruner's report, so the study has the epoch's value
             FollowPlan(plan, lambda: phase_end(candidate.phases, plan, index)),
-            # Never stops (its patience is the whole phase): it ends the fit on the best epoch's weights.
-            keras.callbacks.EarlyStopping(monitor=OBJECTIVE, mode="max", patience=end, restore_best_weights=True),
+            best,  # ends the fit on the best epoch's weights so far
             history,
         ]
         model = space.fit(
@@ -100,18 +99,9 @@ def train(space: SearchSpace, candidate: Candidate, plan: EpochPlan, data: Datas
         )
         done += len(history.epoch)
         losses += history.history.get("loss", [])
-        if not history.epoch or not all(math.isfinite(v) for v in losses):
-            break
-        phase_best = float(np.max(history.history[OBJECTIVE]))
-        if phase_best > best:
-            best = phase_best
-            if index + 1 < len(candidate.phases):  # a later phase may do worse: keep these weights
-                best_weights = model.get_weights()
-        elif best_weights is not None:
-            model.set_weights(best_weights)
-        if plan.stopped_at_deadline is not None:
+        if not history.epoch or not all(math.isfinite(v) for v in losses) or plan.stopped_at_deadline is not None:
             break
     run.log_metrics({"training_seconds": time.perf_counter() - started, "epochs_trained": done})
     if not losses or not all(math.isfinite(v) for v in losses):
         raise TrialFailed(f"loss became NaN or infinite at epoch {len(losses)}")
-    return best, model
+    return best.best, model

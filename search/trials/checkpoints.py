@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import optuna
 
+from imgsearch.ranking import best_trial, ranked
 from imgsearch.records import family_of
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.files import remove_leftovers, write_atomic
 
 if TYPE_CHECKING:
     import keras
-
-
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The study's best complete trial (highest value), None before any completes.
-
-    Among equal values it is the one that completed first: that is the trial whose model
-    ``BestCheckpoint`` keeps. Optuna's ``study.best_trial`` leaves ties to the database's
-    row order, so a later trial with an equal value could name a trial with no model.
-    """
-    return best_of(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
-
-def best_of(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
-    """``best_trial`` among ``trials`` (those not complete are left out)."""
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        return None
-    return min(complete, key=lambda t: (-t.value, t.datetime_complete or datetime.max, t.number))
 
 
 class BestCheckpoint:
@@ -59,19 +41,20 @@ class BestCheckpoint:
     def kept(self, study: optuna.Study, extra: tuple[optuna.trial.FrozenTrial, ...] = ()) -> list:
         """The complete trials (and ``extra``, a trial about to complete) whose models are kept, best first."""
         complete = [*study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), *extra]
-        ranked = sorted(complete, key=lambda t: (-t.value, t.datetime_complete or datetime.max, t.number))
+        order = ranked(complete)
         if self.keep == 1:
-            return ranked[:1]
+            return order[:1]
         families = {}
-        for trial in ranked:
+        for trial in order:
             families.setdefault(family_of(trial), trial)
-        return [t for i, t in enumerate(ranked) if i < self.keep or families[family_of(t)] is t]
+        return [t for i, t in enumerate(order) if i < self.keep or families[family_of(t)] is t]
 
     def offer(self, trial: optuna.Trial, value: float, model: keras.Model) -> bool:
         """Save ``model`` if ``trial``, complete with ``value``, would be kept; return whether it was."""
         # What ``kept`` reads of a trial; not ``optuna.trial.create_trial``, which refuses a
         # portfolio's value outside the sampled range (Optuna only warns when a trial runs it).
         candidate = SimpleNamespace(number=trial.number, value=value, datetime_complete=None,
+                                    state=optuna.trial.TrialState.COMPLETE,
                                     params=trial.params, user_attrs=trial.user_attrs)
         if not any(t is candidate for t in self.kept(trial.study, (candidate,))):
             return False

@@ -17,14 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from mlflow.entities import LoggedModelStatus, Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from imgsearch.results.checkpoints import best_of
-from imgsearch.results.trial_notes import TrialNotes
+from imgsearch.ranking import best_of
+from imgsearch.trials.describe import ended
+from imgsearch.trials.trial_notes import TrialNotes
 from imgsearch.storage.errors import UserError
 from imgsearch.storage.files import is_disk_full
 from imgsearch.storage.machine import alive
@@ -122,7 +121,7 @@ class Tracker:
     ``artifact_root`` is where a new experiment keeps artifacts when the tracking store
     is local; None lets a tracking server choose. With ``mlflow_ui`` (the UI's address), each
     finished trial gets a dashboard note linking to its run, and its learning curves and model
-    summary as Optuna artifacts in ``optuna_artifacts`` (search/results/trial_notes.py).
+    summary as Optuna artifacts in ``optuna_artifacts`` (search/trials/trial_notes.py).
     """
 
     def __init__(self, tracking_uri: str, study: optuna.Study, settings: dict, artifact_root: Path | None = None,
@@ -219,35 +218,6 @@ class Tracker:
         for path in files:
             self.client.log_artifact(self.parent_run_id, str(path), artifact_path=artifact_path)
 
-    def log_model(self, trial: optuna.trial.FrozenTrial, model, **log_kwargs):
-        """Log ``model`` (``mlflow.models.Model.log``'s keyword arguments) into ``trial``'s run, or the
-        parent run when the store no longer has it, without making it MLflow's active run: its
-        status is never changed, so no interruption can leave it RUNNING. The logged model is
-        tagged with this process (``EXPORTER_TAG``): ``repair`` fails it should the process die
-        before MLflow marks it READY."""
-        import mlflow.keras
-        from mlflow.models import Model
-
-        run_id = trial.user_attrs.get(RUN_ID_ATTR) or self.parent_run_id
-        try:
-            self.client.get_run(run_id)
-        except MlflowException:
-            run_id = self.parent_run_id
-        # MLflow's fluent API sets these in os.environ, where every later command and child process of
-        # this one (a notebook's, with the Python API) would find them: they are put back afterwards.
-        saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-        try:
-            mlflow.set_tracking_uri(self.tracking_uri)  # Model.log's own client and the registry's,
-            mlflow.set_experiment(experiment_id=self.experiment_id)  # and the logged model's experiment
-            return Model.log(artifact_path=None, flavor=mlflow.keras, model=model, run_id=run_id,
-                             tags={EXPORTER_TAG: WORKER}, **log_kwargs)
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-
     @property
     def lost(self) -> TrackingLost | None:
         return self.client.lost
@@ -304,38 +274,6 @@ class Tracker:
                     shutil.rmtree(url2pathname(location.path), ignore_errors=True)
                 self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
-    def log_learning_curves(self, trial: optuna.trial.FrozenTrial) -> None:
-        """Draw ``trial``'s learning curves from its run's metric history as that run's
-        ``learning_curves.png``; nothing when the tracking store no longer has the run.
-
-        Only for the exported trial: drawing a PNG took ~0.27 s, more than the rest of a
-        trial's bookkeeping, and MLflow's UI charts every run's per-epoch metrics itself.
-        """
-        run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        try:
-            curves = {key: [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
-                      for key in ("loss", "val_loss", "accuracy", OBJECTIVE, "phase")} if run_id else {}
-        except MlflowException:
-            return  # the tracking store was reset since the trial ran
-        if any(curves.values()):
-            self.client.log_figure(run_id, learning_curves(curves), "learning_curves.png")
-
-    def describe_version(self, name: str, version: str, trial: optuna.trial.FrozenTrial) -> None:
-        """Say on a registered model version which trial it is and its value."""
-        self.client.update_model_version(
-            name, version, description=f"trial {trial.number} of study {self.study.study_name}: "
-                                       f"{OBJECTIVE_METRIC} (best epoch's val_accuracy) {trial.value:.4f}")
-        self.client.set_model_version_tag(name, version, "optuna.trial", str(trial.number))
-        self.client.set_model_version_tag(name, version, OBJECTIVE_METRIC, f"{trial.value:.4f}")
-
-    def tag_latest_version(self, name: str, tags: dict[str, str]) -> None:
-        """Tag the newest version of registered model ``name`` (the export's), if there is one."""
-        versions = self.client.search_model_versions(f"name='{name}'")
-        if versions:
-            latest = max(versions, key=lambda v: int(v.version))
-            for key, value in tags.items():
-                self.client.set_model_version_tag(name, latest.version, key, value)
-
     def reopen(self) -> None:
         """Mark the parent run RUNNING: this process is about to add trials to the study. First
         ``repair`` what an earlier process left behind."""
@@ -347,32 +285,6 @@ class Tracker:
         resumed search reopens it). Call it only when no worker runs a trial any more."""
         status = RunStatus.FINISHED if reached_target else RunStatus.KILLED
         self.client.set_terminated(self.parent_run_id, RunStatus.to_string(status))
-
-
-def learning_curves(curves: dict[str, list[tuple[int, float]]]) -> Figure:
-    """Loss and accuracy per epoch from (step, value) ``curves`` keyed by metric name; a dotted
-    line where a new training phase starts (metric ``phase``).
-
-    A bare Figure, not pyplot's: no global figure registry to close, and no tight_layout
-    pass (fixed margins).
-    """
-    fig = Figure(figsize=(8, 3), dpi=80)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.9, wspace=0.25)
-    phases = sorted(curves.get("phase", []))
-    starts = [step for (step, phase), (_, before) in zip(phases[1:], phases) if phase != before]
-    for ax, kind in zip(fig.subplots(1, 2), ("loss", "accuracy")):
-        for step in starts:
-            ax.axvline(step + 0.5, color="grey", linestyle=":")
-        for key in (kind, f"val_{kind}"):
-            points = sorted(curves.get(key, []))
-            if points:
-                steps, values = zip(*points)
-                ax.plot([s + 1 for s in steps], values, marker="o", label=key)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(kind)
-        ax.legend()
-    return fig
 
 
 def _shown(key: str, value: float) -> float:
@@ -453,6 +365,5 @@ class TrialRun:
             self.client.log_metric(self.run_id, OBJECTIVE_METRIC, value, step=step)
         end_run(self.client, self.run_id, trial.number, state, reason)
         if self.notes is not None:
-            ended = (f"complete: val_accuracy {value:.4f}" if state == "COMPLETE" else
-                     f"pruned: {reason or 'by the pruner'}" if state == "PRUNED" else f"failed: {reason}")
-            self.notes.write(trial, ended, self.run_id, self.summary, self.curves)
+            how = ended(state, value, reason or ("by the pruner" if state == "PRUNED" else "no reason recorded"))
+            self.notes.write(trial, how, self.run_id, self.summary, self.curves)

@@ -53,7 +53,7 @@ class TrialNotes:
                 optuna.artifacts.upload_artifact(artifact_store=self.store, file_path=str(path),
                                                  study_or_trial=trial, mimetype="text/plain")
             if any(curves.values()):
-                from imgsearch.results.mlflow_runs import learning_curves
+                from imgsearch.figures import learning_curves
 
                 path = Path(folder) / "learning_curves.png"
                 learning_curves(curves).savefig(path)
