@@ -105,6 +105,24 @@ def test_one_callback_keeps_the_best_epochs_weights_across_a_trials_fits():
     assert held["weights"] == "g"
 
 
+def test_the_best_weights_are_the_whole_models_when_a_phase_fits_a_part_of_it():
+    """The transfer space's head phase fits the head (2 weights); the finetune phase the whole
+    model (5), which does worse: it ends on the whole model as the head phase left it."""
+    whole = {"weights": [0, 0, 0, 0, 0]}
+    model = SimpleNamespace(get_weights=lambda: list(whole["weights"]), set_weights=lambda w: whole.update(weights=w))
+    head = SimpleNamespace(get_weights=lambda: whole["weights"][-2:], set_weights=None)
+    best = BestWeights(lambda: model)
+    best.set_model(head)
+    whole["weights"] = [0, 0, 0, 1, 1]
+    best.on_epoch_end(0, {"val_accuracy": 0.8})
+    best.on_train_end()
+    best.set_model(model)
+    whole["weights"] = [2, 2, 2, 2, 2]
+    best.on_epoch_end(1, {"val_accuracy": 0.6})
+    best.on_train_end()
+    assert whole["weights"] == [0, 0, 0, 1, 1] and best.best == 0.8
+
+
 def test_the_best_trial_is_the_highest_then_the_first_to_complete():
     trials = [trial(0, value=0.8, done_after=5), trial(1, value=0.9, done_after=9), trial(2, value=0.9, done_after=7),
               trial(3, "PRUNED", value=0.95)]

@@ -315,23 +315,31 @@ class BestWeights(NotCopied, keras.callbacks.Callback):
     each fit ends on its weights, so a later phase starts from the best so far and a phase that
     did worse gives way to the one before. One object for the whole trial.
 
+    The weights kept are ``whole()``'s, the trial's model: a phase may fit a part of it (the
+    transfer space's head phase fits the head on kept features), and the next phase fits all
+    of it. None from ``whole`` (a model its library builds as it trains): the fitted model's.
+
     Keras's ``EarlyStopping(restore_best_weights=True)`` keeps the best of one fit only, and only
     when it stops early; a trial's phases are several fits.
     """
 
-    def __init__(self, monitor: str = OBJECTIVE):
+    def __init__(self, whole: Callable[[], keras.Model | None] = lambda: None, monitor: str = OBJECTIVE):
         super().__init__()
-        self.monitor, self.best, self.weights, self.last_was_best = monitor, -math.inf, None, False
+        self.whole, self.monitor = whole, monitor
+        self.best, self.weights, self.last_was_best = -math.inf, None, False
+
+    def _kept(self) -> keras.Model:
+        return self.whole() or self.model
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         self.last_was_best = value is not None and value > self.best
         if self.last_was_best:
-            self.best, self.weights = float(value), self.model.get_weights()
+            self.best, self.weights = float(value), self._kept().get_weights()
 
     def on_train_end(self, logs=None):
         if self.weights is not None and not self.last_was_best:
-            self.model.set_weights(self.weights)
+            self._kept().set_weights(self.weights)
             self.last_was_best = True
 
 

@@ -62,7 +62,7 @@ def train(space: SearchSpace, candidate: Candidate, plan: EpochPlan, data: Datas
     the loss stops being finite.
     """
     started = time.perf_counter()
-    losses, done, model, best = [], 0, candidate.model, BestWeights()
+    losses, done, model, best = [], 0, candidate.model, BestWeights(lambda: candidate.model)
     check, chance = first_check(plan.total), chance_level(data.y_val)
     describe = ModelLogger(run, candidate)
     for index, phase in enumerate(candidate.phases):
