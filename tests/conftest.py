@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import functools
 import io
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -265,17 +261,6 @@ def digits(tmp_path_factory):
     return DatasetSpec("digits").load(tmp_path_factory.mktemp("data"))
 
 
-@functools.cache
-def _empty_mlflow_db() -> Path:
-    """An MLflow store as MLflow creates it (its schema, no runs), made once per test process."""
-    from mlflow.tracking import MlflowClient
-
-    folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
-    return folder / "mlflow.db"
-
-
 def new_search(root: Path, data, space: str = "mlp", *, epochs: int = 3, pruner=None, first_trials=(), **settings):
     """The ``Search`` the search command builds (``commands.prepare``) from these settings, on a
     new study (SQLite) and MLflow store in RUNS_DIR ``root``, on ``data`` (a Dataset already in
@@ -285,9 +270,6 @@ def new_search(root: Path, data, space: str = "mlp", *, epochs: int = 3, pruner=
     from imgsearch.command_line.commands import prepare
     from imgsearch.settings import resolve
 
-    root.mkdir(parents=True, exist_ok=True)
-    if not (root / "mlflow.db").exists():  # a new MLflow store, without MLflow's 2-3 s of schema migrations
-        shutil.copyfile(_empty_mlflow_db(), root / "mlflow.db")
     args = resolve({"runs_dir": str(root), "space": space, "epochs": epochs, "seed": 0, "pruner": "none",
                     "trials_per_process": 0, **settings})
     prepared = prepare(args, creating=True, data=data, first_trials=None if first_trials is None else list(first_trials))

@@ -47,3 +47,30 @@ def test_the_keras_tuner_hooks_the_autokeras_space_overrides(owner, hooks):
         method = getattr(getattr(keras_tuner, owner), hook, None)
         assert method is not None, f"keras-tuner: {owner}.{hook} is gone"
         assert list(inspect.signature(method).parameters) == expected[hook], f"keras-tuner: {owner}.{hook} changed"
+
+
+def test_a_new_mlflow_store_is_a_copy_of_one_mlflow_made_at_its_schemas_head(tmp_path, monkeypatch):
+    """storage/mlflow_store.py seeds a new RUNS_DIR's store from an empty one MLflow made: it must
+    be what MLflow makes itself (same tables, same schema version), and open without migrating."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from imgsearch.storage.layout import RunsLayout
+    from imgsearch.storage.mlflow_store import local_tracking_uri
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "runs").mkdir()
+    uri = local_tracking_uri(RunsLayout(tmp_path / "runs"))
+    assert (tmp_path / "cache" / "imgsearch" / f"mlflow-{version('mlflow')}.db").is_file()
+    MlflowClient(f"sqlite:///{tmp_path / 'own.db'}").search_experiments()  # one MLflow makes itself
+
+    def schema(path):
+        with sqlite3.connect(path) as db:
+            return (db.execute("SELECT version_num FROM alembic_version").fetchall(),
+                    sorted(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()))
+
+    assert schema(tmp_path / "runs" / "mlflow.db") == schema(tmp_path / "own.db")
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e"))
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"
