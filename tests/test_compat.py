@@ -65,10 +65,11 @@ def test_a_new_mlflow_store_is_a_copy_of_one_mlflow_made_at_its_schemas_head(tmp
     assert (tmp_path / "cache" / "imgsearch" / f"mlflow-{version('mlflow')}.db").is_file()
     MlflowClient(f"sqlite:///{tmp_path / 'own.db'}").search_experiments()  # one MLflow makes itself
 
-    def schema(path):
+    def schema(path):  # each table's columns and constraints, in any order (MLflow's own stores differ in it)
         with sqlite3.connect(path) as db:
+            tables = db.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index')").fetchall()
             return (db.execute("SELECT version_num FROM alembic_version").fetchall(),
-                    sorted(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall()))
+                    {name: sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()) for name, sql in tables})
 
     assert schema(tmp_path / "runs" / "mlflow.db") == schema(tmp_path / "own.db")
     client = MlflowClient(uri)

@@ -206,7 +206,8 @@ def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_pa
                               stderr=subprocess.STDOUT, timeout=600)
     out = log.read_text()
     assert done.returncode == 0, out[-3000:]
-    assert "locked" not in out.lower() and "Traceback" not in out
+    errors = [line for line in out.splitlines() if "locked" in line.lower() or "Error" in line]
+    assert "locked" not in out.lower() and "Traceback" not in out, "\n".join(errors[-20:])
     study = optuna.load_study(study_name="digits-mlp",
                               storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
     states = [t.state.name for t in study.trials]
