@@ -187,3 +187,24 @@ def test_every_figure_is_drawn_from_plain_values_as_a_png():
              figures.best_so_far({"study": [(0.0, 0.5), (10.0, 0.7)], "empty": []}),
              figures.importances({"learning_rate": 0.7, "units": 0.3})]
     assert all(figures.png(fig).startswith(b"\x89PNG\r\n\x1a\n") for fig in drawn)
+
+
+def test_the_best_weights_of_real_keras_models_sharing_a_head():
+    """As the transfer space builds them: the head model and the whole model share the head's layer."""
+    import keras
+
+    features = keras.Input((4,))
+    dense = keras.layers.Dense(2, activation="softmax")
+    head = keras.Model(features, dense(features))
+    images = keras.Input((4,))
+    whole = keras.Model(images, dense(keras.layers.Dense(4)(images)))
+    best = BestWeights(lambda: whole)
+    best.set_model(head)
+    best.on_epoch_end(0, {"val_accuracy": 0.9})  # the head phase's best epoch
+    best.on_train_end()
+    kept = [w.copy() for w in whole.get_weights()]
+    best.set_model(whole)
+    whole.set_weights([w + 1 for w in whole.get_weights()])  # the finetune phase moves every weight
+    best.on_epoch_end(1, {"val_accuracy": 0.5})
+    best.on_train_end()
+    assert all(np.array_equal(now, then) for now, then in zip(whole.get_weights(), kept))
