@@ -230,6 +230,26 @@ def run_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+def run_main(capsys, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """``imgsearch *args`` as ``run_cli`` runs it, but in this process (``main()``): for tests
+    where a process boundary is not the point, without another TensorFlow start-up (~8 s)."""
+    from imgsearch.command_line.main import main
+
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["imgsearch", *args], code, out.out, out.err)
+
+
 @pytest.fixture
 def tiny_tree(tmp_path) -> Path:
     return make_tiny_tree(tmp_path / "data")

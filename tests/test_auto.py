@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 import pytest
 
-from conftest import new_search, run_cli
+from conftest import new_search, run_cli, run_main
 from imgsearch import records
 from imgsearch.trials.study import get_space
 from imgsearch.spaces import features
@@ -106,10 +106,10 @@ def test_a_trial_at_chance_level_is_stopped_at_its_first_check_whatever_the_prun
 
 
 def test_an_auto_search_runs_the_portfolio_across_families_resumes_and_records_its_families(
-        runs_env, shared_weights):
+        runs_env, shared_weights, capsys):
     env = {**runs_env, "DATASET": "digits", "SPACE": "auto", "WEIGHTS_DIR": str(shared_weights), "EPOCHS": "3",
            "SEED": "0"}
-    first = run_cli({**env, "TRIALS": "2"})
+    first = run_main(capsys, {**env, "TRIALS": "2"})
     assert first.returncode == 0, first.stderr[-3000:]
     assert "[trial 0] transfer backbone=" in first.stdout and "[trial 1] cnn " in first.stdout
     runs = Path(runs_env["RUNS_DIR"])
@@ -117,9 +117,9 @@ def test_an_auto_search_runs_the_portfolio_across_families_resumes_and_records_i
     study = optuna.load_study(study_name="digits-auto", storage=storage)
     recorded = study.user_attrs[records.SETTINGS_ATTR][records.SPACE_OPTIONS]
     assert recorded["families"] == "cnn,transfer,autokeras" and recorded["backbones"] == "mobilenet_0.25"
-    resumed = run_cli({**env, "TRIALS": "3", "FAMILIES": "cnn,transfer,autokeras"})
+    resumed = run_main(capsys, {**env, "TRIALS": "3", "FAMILIES": "cnn,transfer,autokeras"})
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    refused = run_cli({**env, "TRIALS": "4", "FAMILIES": "cnn"})
+    refused = run_main(capsys, {**env, "TRIALS": "4", "FAMILIES": "cnn"})
     assert refused.returncode == 2 and "was created with FAMILIES=cnn,transfer,autokeras, not cnn" in refused.stderr
     study = optuna.load_study(study_name="digits-auto", storage=storage)
     assert len([t for t in study.trials if t.state.is_finished()]) == 3

@@ -13,13 +13,13 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, jpeg_bytes, make_tiny_tree, run_cli, zip_tree
+from conftest import REPO, jpeg_bytes, make_tiny_tree, run_cli, run_main, zip_tree
 from imgsearch.command_line.main import main
 from imgsearch.storage.urls import default_storage_url
 from imgsearch import records
 
 
-def test_search_resume_export_evaluate(runs_env):
+def test_search_resume_export_evaluate(runs_env, capsys):
     env = {**runs_env, "DATASET": "digits", "SPACE": "mlp", "TRIALS": "2", "EPOCHS": "2", "SEED": "0"}
     first = run_cli({**env, "TRIALS_PER_PROCESS": "1"})  # the second trial runs in a fresh process
     assert first.returncode == 0, first.stderr[-3000:]
@@ -27,7 +27,7 @@ def test_search_resume_export_evaluate(runs_env):
     assert "0/2 trials finished" in first.stdout and "1/2 trials finished" in first.stdout
     assert "best trial" in first.stdout and "exports/digits-mlp/model.keras" in first.stdout
 
-    second = run_cli({**env, "TRIALS": "3"})  # resumes: adds exactly one trial
+    second = run_main(capsys, {**env, "TRIALS": "3"})  # resumes, in this process: adds exactly one trial
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2/3 trials finished" in second.stdout
 

@@ -25,7 +25,7 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, TcpProxy, free_port, run_cli, serving
+from conftest import REPO, TcpProxy, free_port, run_cli, run_main, serving
 from imgsearch import records
 from imgsearch.storage.files import HOST
 from imgsearch.storage.urls import default_storage_url
@@ -124,10 +124,10 @@ def export_until_scratch(env: dict, runs: Path) -> subprocess.Popen:
     return export
 
 
-def test_an_export_killed_interrupted_or_run_twice_at_once_leaves_no_run_running_and_nothing_half_done(runs_env):
+def test_an_export_killed_interrupted_or_run_twice_at_once_leaves_no_run_running_and_nothing_half_done(runs_env, capsys):
     runs = Path(runs_env["RUNS_DIR"])
     env = {**os.environ, **runs_env, **DIGITS, "TRIALS": "1", "EPOCHS": "1"}
-    assert run_cli({**runs_env, **DIGITS, "TRIALS": "1", "EPOCHS": "1"}).returncode == 0
+    assert run_main(capsys, {**runs_env, **DIGITS, "TRIALS": "1", "EPOCHS": "1"}).returncode == 0
     tracking = default_storage_url(runs / "mlflow.db")
     exported = study_of(runs).trials[0].user_attrs[records.RUN_ID_ATTR]
 
@@ -271,8 +271,8 @@ def test_workers_end_with_their_parent_killed_9(runs_env):
     assert "RUNNING" not in states
 
 
-def test_a_trial_too_large_for_memory_is_pruned_before_it_allocates(runs_env):
-    result = run_cli({**runs_env, "DATASET": "digits", "SPACE": "cnn", "IMAGE_SIZE": "512", "TRIALS": "1"})
+def test_a_trial_too_large_for_memory_is_pruned_before_it_allocates(runs_env, capsys):
+    result = run_main(capsys, {**runs_env, "DATASET": "digits", "SPACE": "cnn", "IMAGE_SIZE": "512", "TRIALS": "1"})
     assert one_error(result) == ("error: no trial completed of 1 trials (the trial lines above say why); "
                                  "run the same command to resume the study")
     assert "pruned: too large for memory: training would take about" in result.stdout
@@ -379,9 +379,9 @@ def test_misspelt_settings_are_named(runs_env):
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 3
 
 
-def test_reports_to_a_folder_and_from_a_read_only_runs_dir(runs_env, tmp_path):
+def test_reports_to_a_folder_and_from_a_read_only_runs_dir(runs_env, tmp_path, capsys):
     runs = Path(runs_env["RUNS_DIR"])
-    assert run_cli({**runs_env, **DIGITS, "TRIALS": "1", "EPOCHS": "1"}).returncode == 0
+    assert run_main(capsys, {**runs_env, **DIGITS, "TRIALS": "1", "EPOCHS": "1"}).returncode == 0
     assert one_error(run_cli({**runs_env, "REPORT": str(tmp_path)}, "report")).startswith(
         f"error: REPORT {tmp_path} is a folder; give the HTML file to write")
     out = tmp_path / "elsewhere" / "report.html"

@@ -218,11 +218,11 @@ def test_search_records_both_phases_and_exports_a_model_for_raw_uint8(runs_env, 
     from imgsearch.command_line.main import main
     from imgsearch.datasets import DatasetSpec
     from imgsearch.storage.urls import default_storage_url
-    from conftest import run_cli
+    from conftest import run_main
 
     env = {**runs_env, "DATASET": "digits", "SPACE": "finetune", "WEIGHTS": "none", "BACKBONES": "mobilenet_0.25",
            "TRIALS": "1", "EPOCHS": "2"}
-    result = run_cli(env)
+    result = run_main(capsys, env)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = Path(runs_env["RUNS_DIR"])
     study = optuna.load_study(study_name="digits-finetune", storage=default_storage_url(runs / "optuna.db"))
