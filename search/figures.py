@@ -3,8 +3,8 @@ trial's learning curves (its MLflow run, its dashboard artifact), the confusion 
 evaluation), and the report's curves of the best trials, best-so-far and parameter importances.
 
 One convention: each function returns a bare ``matplotlib.figure.Figure`` (a constrained layout,
-but for the per-trial one). No pyplot: no global figure registry to close, no backend to select, safe in any thread.
-``png`` turns one into bytes.
+but for the per-trial one). No pyplot: no global figure registry to close, no backend to
+select, safe in any thread. ``png`` turns one into bytes.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from imgsearch.spaces.catalog import FAMILY_NAMES, SPACE_NAMES, parse_backbones, parse_families
@@ -218,8 +218,7 @@ class Settings:
     dataset: str | None = setting("the dataset", default_text="required for a new study", study=True,
         choices=DATASETS)
     space: str | None = setting("search space: auto searches the families side by side, the others one family each",
-        default="auto", study=True,
-        choices=SPACE_NAMES)
+        default="auto", study=True, choices=SPACE_NAMES)
     epochs: int | None = setting("epochs a trial plans (fewer when cut to fit the budget or pruned)", default=15,
         low=1, study=True)
     image_size: int | None = setting("resize images to this square size, 8 to 512", default_text="the dataset's own",
@@ -242,8 +241,8 @@ class Settings:
         "its first batches (0: no limit)", default_text="20x the median epoch of the study's complete trials, "
         "at least 60 s", low=0, commands=TRAINING)
     # Where things are.
-    study: str | None = setting("study name: up to 100 letters, digits, '.', '_', '-'", default_text="<dataset>-<space>",
-        check=check_study_name, commands=ON_A_STUDY)
+    study: str | None = setting("study name: up to 100 letters, digits, '.', '_', '-'",
+        default_text="<dataset>-<space>", check=check_study_name, commands=ON_A_STUDY)
     storage: str | None = setting("SQLAlchemy URL of the study database", default_text="sqlite in RUNS_DIR",
         check=check_database_url, commands=(*ON_A_STUDY, "report", "dashboard"))
     mlflow_tracking_uri: str | None = setting("MLflow tracking server, database URL or Databricks",
@@ -251,8 +250,8 @@ class Settings:
     runs_dir: str | None = setting("where databases, checkpoints and exports live", default="runs", commands=COMMANDS)
     data_dir: str | None = setting("where datasets are found, downloaded and cached", default="data")
     report: str | None = setting("the HTML file to write", default_text="RUNS_DIR/report.html", commands=("report",))
-    runs_dirs: str | None = setting("more runs folders, comma-separated, whose studies the report shows beside RUNS_DIR's",
-        commands=("report",))
+    runs_dirs: str | None = setting("more runs folders, comma-separated, whose studies the report shows beside "
+        "RUNS_DIR's", commands=("report",))
     # Classifying new images.
     images: str | None = setting("an image file, a folder of them or a zip, to classify", commands=("predict",))
     model: str | None = setting("the exported model.keras to classify with (model.json beside it)",

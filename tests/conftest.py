@@ -235,17 +235,11 @@ def run_main(capsys, env: dict, *args: str) -> subprocess.CompletedProcess:
     where a process boundary is not the point, without another TensorFlow start-up (~8 s)."""
     from imgsearch.command_line.main import main
 
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     capsys.readouterr()
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # ``env`` for this call only
+        for key, value in env.items():
+            patch.setenv(key, value)
         code = main(list(args))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     out = capsys.readouterr()
     return subprocess.CompletedProcess(["imgsearch", *args], code, out.out, out.err)
 

@@ -68,8 +68,8 @@ def test_a_new_mlflow_store_is_a_copy_of_one_mlflow_made_at_its_schemas_head(tmp
     def schema(path):  # each table's columns and constraints, in any order (MLflow's own stores differ in it)
         with sqlite3.connect(path) as db:
             tables = db.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index')").fetchall()
-            return (db.execute("SELECT version_num FROM alembic_version").fetchall(),
-                    {name: sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()) for name, sql in tables})
+            lines = {name: sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()) for name, sql in tables}
+            return db.execute("SELECT version_num FROM alembic_version").fetchall(), lines
 
     assert schema(tmp_path / "runs" / "mlflow.db") == schema(tmp_path / "own.db")
     client = MlflowClient(uri)

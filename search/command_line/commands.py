@@ -11,11 +11,11 @@ in about a second, not after TensorFlow's start-up.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -229,9 +229,13 @@ class Prepared:
     study: optuna.Study
     tracker: object  # trials/tracking.py's Tracker
     budget: object  # trials/budget.py's Budget
-    trials: int | None  # TRIALS: the finished trials the study should reach (None: until the budget ends)
     settings: Settings
     queued_again: list[int]  # trials an earlier run left interrupted, queued again
+
+    @property
+    def trials(self) -> int | None:
+        """TRIALS: the finished trials the study should reach (None: until the budget ends)."""
+        return _trial_target(self.settings)
 
     def search(self):
         """This process's ``Search``: its trials, the study's callbacks, its stop rules."""
@@ -273,7 +277,7 @@ def prepare(args: Settings, *, creating: bool, data: Dataset | None = None,
             again = _queue_again_what_was_interrupted(study)
             study.set_user_attr(BUDGET_ATTR, total)
     budget = Budget(seconds, ctx.settings["epochs"], total=total)  # from here: data preparation is not counted
-    return Prepared(ctx, data, study, tracker, budget, _trial_target(args), args, again)
+    return Prepared(ctx, data, study, tracker, budget, args, again)
 
 
 @dataclass

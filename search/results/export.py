@@ -72,9 +72,10 @@ def export_best(study: optuna.Study, checkpoint: BestCheckpoint, out_dir: Path, 
         tracker.log_to_parent({}, [out_dir / INFO_FILE], artifact_path="export")
         with scratch_folder(out_dir):
             try:
-                logged = registry.log_model(tracker, best, model, name="model", registered_model_name=study.study_name,
-                                           signature=signature, pip_requirements=requirements,
-                                           step=best_step(list(best.intermediate_values.items()), best.value))
+                logged = registry.log_model(tracker, best, model, name="model",
+                                            registered_model_name=study.study_name,
+                                            signature=signature, pip_requirements=requirements,
+                                            step=best_step(list(best.intermediate_values.items()), best.value))
             except BaseException:
                 if not tracker.lost:
                     with contextlib.suppress(Exception):  # else the next process's Tracker.repair does it

@@ -48,8 +48,8 @@ def log_learning_curves(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> No
     """Draw ``trial``'s learning curves from its run's metric history as that run's
     ``learning_curves.png``; nothing when the tracking store no longer has the run.
 
-    Only for the exported trial: drawing a PNG took ~0.27 s, more than the rest of a
-    trial's bookkeeping, and MLflow's UI charts every run's per-epoch metrics itself.
+    Only the exported trial's run gets it (MLflow's UI charts every run's per-epoch metrics
+    itself); every trial's copy for the Optuna dashboard is drawn as it ends (trials/trial_notes.py).
     """
     run_id = trial.user_attrs.get(RUN_ID_ATTR)
     try:

@@ -190,10 +190,12 @@ def _learning_curves(client: MlflowClient, study: optuna.Study, trials) -> bytes
     top = [t for t in ranked(trials) if t.user_attrs.get(RUN_ID_ATTR)][:TOP_TRIALS]
     if not top:
         return None
-    keys = (OBJECTIVE, "accuracy", "val_loss", "loss", "phase")
-    curves = {f"trial {trial.number}": {key: [(m.step, m.value) for m in _history(client, trial.user_attrs[RUN_ID_ATTR], key)]
-                                        for key in keys} for trial in top}
-    return figures.png(figures.top_trials_curves(curves))
+
+    def curves(run_id: str) -> dict:
+        return {key: [(m.step, m.value) for m in _history(client, run_id, key)]
+                for key in (OBJECTIVE, "accuracy", "val_loss", "loss", "phase")}
+
+    return figures.png(figures.top_trials_curves({f"trial {t.number}": curves(t.user_attrs[RUN_ID_ATTR]) for t in top}))
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> list:

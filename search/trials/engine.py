@@ -42,8 +42,8 @@ class Search:
     ``tracker``, the best model kept by ``checkpoint``; ``fixed``, ``seed`` and
     ``max_epoch_seconds`` as ``Objective`` takes them) and the study callbacks: the target,
     the budget, the checkpoint, the best-run tag, the progress lines, the stop when trials
-    keep failing, the process's trial count and the signals. It also makes the storage queue again, while the target still
-    needs it, a trial whose worker died (no heartbeat). With a budget, a space that
+    keep failing, the process's trial count and the signals. It also makes the storage queue
+    again, while the target still needs it, a trial whose worker died (no heartbeat). With a budget, a space that
     ``ends_with_ensemble`` (SPACE=auto) keeps the budget's last seconds and its best models for
     the end-of-budget step (search/trials/ensemble.py), which the last worker to stop runs.
 

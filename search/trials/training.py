@@ -14,9 +14,9 @@ from imgsearch.records import OBJECTIVE
 from imgsearch.trials.tracking import TrialRun
 from imgsearch.spaces import Candidate, Phase, SearchSpace
 from imgsearch.trials.budget import EpochPlan
-from imgsearch.trials.callbacks import (BestWeights, EpochLine, EpochLogger, EpochTimer, FollowPlan, History, ModelLogger,
-                                        PruningCallback, StopAtChance, StopOnSignal, WarmupCosine, chance_level,
-                                        first_check)
+from imgsearch.trials.callbacks import (BestWeights, EpochLine, EpochLogger, EpochTimer, FollowPlan, History,
+                                        ModelLogger, PruningCallback, StopAtChance, StopOnSignal, WarmupCosine,
+                                        chance_level, first_check)
 
 
 class TrialFailed(Exception):
