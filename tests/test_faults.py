@@ -265,10 +265,24 @@ def test_workers_end_with_their_parent_killed_9(runs_env):
     assert len(workers) == 2
     search.send_signal(signal.SIGKILL)
     search.wait()
-    gone, alive = psutil.wait_procs(workers, timeout=60)
-    assert alive == []  # each got SIGTERM from the kernel and closed its trial
+    # Each gets SIGTERM from the kernel and closes its trial. The wait covers a write that waits
+    # out SQLite's busy timeout (60 s) while the other worker closes its own.
+    gone, alive = psutil.wait_procs(workers, timeout=150)
+    assert alive == [], [_threads_of(p) for p in alive]
     states = [t.state.name for t in study_of(runs).trials]
     assert "RUNNING" not in states
+
+
+def _threads_of(process: psutil.Process) -> str:
+    """Where a process that should have ended waits: each thread's kernel wait channel, and the
+    process killed so that it does not outlive the test."""
+    try:
+        waits = sorted(Path(f"/proc/{process.pid}/task/{t.id}/wchan").read_text() for t in process.threads())
+        described = f"{process.pid} {process.cmdline()[-1:]} waits in {waits}"
+        process.kill()
+    except (psutil.Error, OSError) as exc:
+        return f"{process.pid}: {exc}"
+    return described
 
 
 def test_a_trial_too_large_for_memory_is_pruned_before_it_allocates(runs_env, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 
@@ -33,6 +34,29 @@ def test_sqlite_file_storage(tmp_path):
     url = default_storage_url(layout.study_db)
     _roundtrip(url)
     assert layout.study_db.is_file()
+
+
+def test_workers_creating_the_schema_at_the_same_moment_all_open_it(tmp_path):
+    """Workers started together on a new database race to create Optuna's schema and its version
+    rows; each must open it (one once failed with "UNIQUE constraint failed: alembic_version")."""
+    for attempt in range(3):
+        url = default_storage_url(tmp_path / f"new-{attempt}.db")
+        start = threading.Barrier(6)
+        failures: list[BaseException] = []
+
+        def open_at_once():
+            start.wait()
+            try:
+                open_storage(url)
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted on below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_at_once) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures
 
 
 def test_postgresql_storage():
