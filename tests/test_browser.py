@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -60,16 +59,19 @@ def searched(tmp_path_factory) -> dict:
     """A RUNS_DIR holding two finished digits studies (mlp, cnn), searched by the real CLI, the
     mlp one resumed for one more trial pruned as too slow (a reason to group); MLFLOW_PORT is
     where the dashboard's notes link to."""
+    from imgsearch.command_line.main import main
+    from imgsearch.settings import SETTINGS
+
     root = tmp_path_factory.mktemp("browser")
-    env = {**os.environ, "RUNS_DIR": str(root / "runs"), "DATA_DIR": str(root / "data"),
-           "MLFLOW_PORT": str(free_port())}
-    for name in ("BUDGET", "TIMEOUT", "STORAGE", "STUDY", "MLFLOW_TRACKING_URI"):
-        env.pop(name, None)
-    for args in [*STUDIES.values(), [*STUDIES["digits-mlp"][:-1], "4", "--max-epoch-seconds", "0.001"]]:
-        done = subprocess.run([sys.executable, "-m", "imgsearch", "search", *COMMON, *args],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    return {"RUNS_DIR": env["RUNS_DIR"], "DATA_DIR": env["DATA_DIR"], "MLFLOW_PORT": env["MLFLOW_PORT"]}
+    env = {"RUNS_DIR": str(root / "runs"), "DATA_DIR": str(root / "data"), "MLFLOW_PORT": str(free_port())}
+    with pytest.MonkeyPatch.context() as patch:  # in this process: the searches' process is not the point
+        for setting in SETTINGS:
+            patch.delenv(setting.env, raising=False)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        for args in [*STUDIES.values(), [*STUDIES["digits-mlp"][:-1], "4", "--max-epoch-seconds", "0.001"]]:
+            assert main(["search", *COMMON, *args]) == 0
+    return env
 
 
 def wait_for_text(browser, *texts: str) -> str:

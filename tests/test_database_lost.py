@@ -16,7 +16,7 @@ import sqlalchemy
 import sqlalchemy.orm
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, TcpProxy
+from conftest import REPO, TcpProxy, run_main
 from imgsearch.storage.urls import default_storage_url
 from imgsearch.storage.reconnect import is_connection_lost
 from imgsearch import records
@@ -32,9 +32,13 @@ def proxy():
     proxy.cut()
 
 
+def search_settings(runs_env: dict, proxy: TcpProxy, study: str, **settings: str) -> dict:
+    return {**runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "STUDY": study,
+            "STORAGE": f"postgresql://postgres@127.0.0.1:{proxy.port}/test", **settings}
+
+
 def start_search(runs_env: dict, proxy: TcpProxy, study: str, log: Path, **settings: str) -> subprocess.Popen:
-    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "STUDY": study,
-           "STORAGE": f"postgresql://postgres@127.0.0.1:{proxy.port}/test", **settings}
+    env = {**os.environ, **search_settings(runs_env, proxy, study, **settings)}
     with log.open("w") as out:  # a file, not a pipe nobody reads while the search runs
         return subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, stdout=out, stderr=out)
 
@@ -91,7 +95,7 @@ def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, 
 
 
 def test_a_long_outage_stops_the_search_with_one_line_and_keeps_finished_trials(runs_env, proxy, pg, pg_study,
-                                                                              tmp_path):
+                                                                              tmp_path, capsys):
     storage, name = pg, pg_study
     log = tmp_path / "search.log"
     search = start_search(runs_env, proxy, name, log, TRIALS="20", EPOCHS="5", DB_RETRY="3")
@@ -117,10 +121,10 @@ def test_a_long_outage_stops_the_search_with_one_line_and_keeps_finished_trials(
     for trial in left:  # its MLflow run is ended (FINISHED when only the final tell was lost)
         assert client.get_run(trial.user_attrs[records.RUN_ID_ATTR]).info.status in ("FAILED", "FINISHED")
 
-    proxy.start()  # the database is back: the same command resumes, and the cut-off trial is retried
-    resumed = start_search(runs_env, proxy, name, log, TRIALS=str(len(complete) + 1), EPOCHS="5", DB_RETRY="3",
-                           HEARTBEAT="1")
-    assert resumed.wait(timeout=300) == 0, log.read_text()[-3000:]
+    proxy.start()  # the database is back: the same command resumes (here in this process), and the cut-off
+    resumed = run_main(capsys, search_settings(runs_env, proxy, name, TRIALS=str(len(complete) + 1), EPOCHS="5",
+                                               DB_RETRY="3", HEARTBEAT="1"))  # trial is retried
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     study = optuna.load_study(study_name=name, storage=storage)
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     assert {t.number: t.value for t in study.trials if t.number in complete} == complete

@@ -62,11 +62,12 @@ def pending_models(tracking_uri: str, study: str) -> list:
 # --- a lost MLflow tracking server ----------------------------------------------------------------
 
 def test_a_tracking_server_that_goes_away_mid_epoch_stops_the_search_in_bounded_time_and_a_rerun_repairs(
-        runs_env, tmp_path, mlflow_server):
+        runs_env, tmp_path, mlflow_server, capsys):
     proxy = TcpProxy(("127.0.0.1", int(mlflow_server.rsplit(":", 1)[1])))
     proxy.start()
-    env = {**os.environ, **runs_env, **DIGITS, "EPOCHS": "30", "TRIALS": "2", "SEED": "0",
-           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{proxy.port}"}
+    settings = {**runs_env, **DIGITS, "EPOCHS": "30", "TRIALS": "2", "SEED": "0",
+                "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{proxy.port}"}
+    env = {**os.environ, **settings}
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err:
         search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -93,8 +94,7 @@ def test_a_tracking_server_that_goes_away_mid_epoch_stops_the_search_in_bounded_
     assert client.get_run(interrupted.user_attrs[records.RUN_ID_ATTR]).info.status == "RUNNING"  # left for the re-run
 
     proxy.start()
-    again = subprocess.run([sys.executable, "-m", "imgsearch"], cwd=REPO, env={**env, "TRIALS": "1"},
-                           capture_output=True, text=True, timeout=600)
+    again = run_main(capsys, {**settings, "TRIALS": "1"})  # in this process: the process boundary is not the point
     assert again.returncode == 0, again.stderr[-3000:]
     assert "queued again: trials 0, which were interrupted" in again.stdout
     study = study_of(runs_dir)
@@ -292,7 +292,7 @@ def test_a_trial_too_large_for_memory_is_pruned_before_it_allocates(runs_env, ca
     assert "pruned: too large for memory: training would take about" in result.stdout
 
 
-def test_a_dataset_too_large_for_memory_is_refused_before_it_is_decoded(runs_env, tmp_path):
+def test_a_dataset_too_large_for_memory_is_refused_before_it_is_decoded(runs_env, tmp_path, capsys):
     from conftest import _require_shared
 
     hundred = _require_shared("datasets/tiny-imagenet-100.zip")
@@ -300,7 +300,7 @@ def test_a_dataset_too_large_for_memory_is_refused_before_it_is_decoded(runs_env
     data.mkdir()
     (data / "tiny-imagenet-200.zip").symlink_to(hundred)
     started = time.monotonic()
-    line = one_error(run_cli({**runs_env, "DATASET": "tinyimagenet", "IMAGE_SIZE": "512"}))
+    line = one_error(run_main(capsys, {**runs_env, "DATASET": "tinyimagenet", "IMAGE_SIZE": "512"}))
     assert line.startswith("error: IMAGE_SIZE=512: the 55,000 images would take 40.3 GiB of memory") \
         and "; set IMAGE_SIZE=" in line
     assert time.monotonic() - started < 60  # said before decoding (it takes minutes)
@@ -308,10 +308,10 @@ def test_a_dataset_too_large_for_memory_is_refused_before_it_is_decoded(runs_env
 
 # --- full disks ----------------------------------------------------------------------------------
 
-def test_a_full_disk_while_the_dataset_cache_is_written_is_one_line(runs_env, tmp_path):
+def test_a_full_disk_while_the_dataset_cache_is_written_is_one_line(runs_env, tmp_path, capsys):
     with small_disk(tmp_path / "disk", size="1m") as disk:
         fill(disk, leave=4096)
-        line = one_error(run_cli({**runs_env, **DIGITS, "DATA_DIR": str(disk / "data")}))
+        line = one_error(run_main(capsys, {**runs_env, **DIGITS, "DATA_DIR": str(disk / "data")}))
         assert line.startswith(f"error: disk full: cannot write {disk / 'data' / 'cache'}")
 
 

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 
-from conftest import POSTGRES_URL, REPO
+from conftest import POSTGRES_URL, REPO, run_main
 from imgsearch.trials.stale_trials import STALE_NOT_NEEDED_REASON, STALE_REASON, RetryStaleTrial
 from imgsearch.trials.trial_target import counts
 from imgsearch.storage.compat import study_id, trial_id
@@ -46,55 +46,6 @@ def attempts(study: optuna.Study) -> list[int]:
     never starts: neither has an MLflow run)."""
     return sorted(t.number for t in study.trials if records.SURPLUS_ATTR not in t.user_attrs
                   and not t.user_attrs.get(records.FAIL_REASON_ATTR, "").startswith("not needed"))
-
-
-def test_a_worker_killed_mid_trial_is_failed_and_retried_and_the_study_completes(runs_env, pg, pg_study):
-    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="4", WORKERS="3", HEARTBEAT="1", SEED="0")
-    log = Path(runs_env["RUNS_DIR"]).parent / "search.log"
-    with log.open("w") as out_file:  # a file, not a pipe nobody reads while the search runs
-        search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env,
-                                  stdout=out_file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    victim = None
-    while victim is None and time.monotonic() < deadline and search.poll() is None:
-        time.sleep(0.2)
-        study = optuna.load_study(study_name=pg_study, storage=pg) \
-            if pg_study in optuna.get_all_study_names(pg) else None
-        if study is None or not any(t.state.name == "COMPLETE" for t in study.trials):
-            continue  # kill only once a complete trial exists, to check it survives
-        running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-                   if "batch_size" in t.params and not t.intermediate_values]  # sampled, epochs still to go
-        workers = {f"{socket.gethostname()}:{w.pid}": w for w in psutil.Process(search.pid).children()}
-        if running and running[0].user_attrs[records.WORKER_ATTR] in workers:
-            victim = workers[running[0].user_attrs[records.WORKER_ATTR]]  # the worker running that trial
-    assert victim is not None, "no worker was ever mid-trial"
-    complete_before = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
-    victim.send_signal(signal.SIGKILL)
-    assert search.wait(timeout=600) == 0, log.read_text()[-3000:]
-    out = log.read_text()
-    assert "worker" in out and "exited with -9; the other workers finished the study" in out
-
-    study = optuna.load_study(study_name=pg_study, storage=pg)
-    by_number = {t.number: t for t in study.trials}
-    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
-    assert sum(counts(t) for t in study.trials) == 6  # complete, or pruned (at chance, say), as TRIALS counts them
-    assert all(by_number[n].state.name == "COMPLETE" and by_number[n].value == v for n, v in complete_before.items())
-    [dead] = [t for t in study.trials if t.state.name == "FAIL" and "failed_trial" not in t.system_attrs]
-    retried = [t for t in study.trials if "failed_trial" in t.system_attrs]
-    runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
-    assert sorted(runs) == attempts(study)  # one child run per attempt
-    [dead_run] = runs[dead.number]
-    assert dead_run.info.status == "FAILED"
-    # Whether the dead trial is queued again depends on when it went stale (see the next test):
-    # before the others' trials reached TRIALS, its copy runs; after, no copy is left waiting.
-    if retried:
-        [copy] = retried
-        assert copy.system_attrs["failed_trial"] == dead.number and copy.params == dead.params
-        # it ran, or the others reached TRIALS first and it was retired (search/trials/stale_trials.py)
-        assert copy.state.name == "COMPLETE" or copy.user_attrs[records.FAIL_REASON_ATTR].startswith("not needed")
-        assert dead_run.data.tags[records.FAILURE_REASON_TAG] == STALE_REASON
-    else:
-        assert dead_run.data.tags[records.FAILURE_REASON_TAG] == STALE_NOT_NEEDED_REASON
 
 
 @pytest.mark.parametrize("target,queued", [(3, True), (2, False)], ids=["needed", "not-needed"])
@@ -153,9 +104,11 @@ def test_once_the_target_is_reached_a_waiting_copy_of_a_dead_trial_is_retired_an
     (signal.SIGTERM, 143, "terminated (SIGTERM); run the same command again to resume the study", "Terminated"),
     (signal.SIGINT, 130, "interrupted; run the same command again to resume the study", "KeyboardInterrupt"),
 ], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp_path, sent, code, line, reason):
-    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "TRIALS": "50", "EPOCHS": "20",
-           "PRUNER": "none", "SEED": "0"}
+def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp_path, capsys, sent, code, line,
+                                                                   reason):
+    settings = {**runs_env, "DATASET": "digits", "SPACE": "mlp", "TRIALS": "50", "EPOCHS": "20", "PRUNER": "none",
+                "SEED": "0"}
+    env = {**os.environ, **settings}
     stderr = tmp_path / "stderr.txt"
     with stderr.open("w") as err_file:  # a file, not a pipe nobody reads while the search runs
         search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env,
@@ -189,33 +142,72 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
     assert run.info.status == "FAILED"
     if sent == signal.SIGINT:  # interrupted, not judged: a resumed search runs it again (a portfolio trial here)
         assert "fixed_params" in closed.system_attrs
-        resumed = subprocess.run([sys.executable, "-m", "imgsearch"], cwd=REPO, env={**env, "TRIALS": "1"},
-                                 capture_output=True, text=True, timeout=300)
+        resumed = run_main(capsys, {**settings, "TRIALS": "1"})  # in this process: resuming is the point here
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         retry = [t for t in optuna.load_study(study_name="digits-mlp", storage=storage).trials
                  if t.user_attrs.get(records.RETRY_OF_ATTR) == closed.number]
         assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == closed.params
 
 
-def test_four_workers_on_the_default_sqlite_have_no_lock_errors(runs_env, tmp_path):
-    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "TRIALS": "12",
-           "EPOCHS": "1", "WORKERS": "4"}
-    log = tmp_path / "search.log"
-    with log.open("w") as out_file:
-        done = subprocess.run([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, stdout=out_file,
-                              stderr=subprocess.STDOUT, timeout=600)
+def test_three_workers_on_the_default_sqlite_have_no_lock_errors_and_one_killed_mid_trial_is_retried(runs_env):
+    """Three worker processes on one SQLite file; one is killed (-9) in the middle of a trial: its
+    trial is failed (no heartbeat) and queued again while the study needs it, the others finish
+    the study, and the trials complete before the kill are kept."""
+    env = {**os.environ, **runs_env, "DATASET": "digits", "SPACE": "mlp", "PRUNER": "none", "TRIALS": "8",
+           "EPOCHS": "4", "WORKERS": "3", "HEARTBEAT": "1", "SEED": "0"}
+    runs_dir = Path(runs_env["RUNS_DIR"])
+    log = runs_dir.parent / "search.log"
+    with log.open("w") as out_file:  # a file, not a pipe nobody reads while the search runs
+        search = subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env,
+                                  stdout=out_file, stderr=subprocess.STDOUT)
+    storage = default_storage_url(runs_dir / "optuna.db")
+    deadline, victim, study = time.monotonic() + 300, None, None
+    while victim is None and time.monotonic() < deadline and search.poll() is None:
+        time.sleep(0.2)
+        try:
+            study = optuna.load_study(study_name="digits-mlp", storage=storage)
+        except (KeyError, ValueError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+            continue  # not created yet
+        if not any(t.state.name == "COMPLETE" for t in study.trials):
+            continue  # kill only once a complete trial exists, to check it survives
+        running = [t for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                   if "batch_size" in t.params and not t.intermediate_values]  # sampled, epochs still to go
+        workers = {f"{socket.gethostname()}:{w.pid}": w for w in psutil.Process(search.pid).children()}
+        if running and running[0].user_attrs[records.WORKER_ATTR] in workers:
+            victim = workers[running[0].user_attrs[records.WORKER_ATTR]]  # the worker running that trial
+    assert victim is not None, "no worker was ever mid-trial"
+    complete_before = {t.number: t.value for t in study.trials if t.state.name == "COMPLETE"}
+    victim.send_signal(signal.SIGKILL)
+    assert search.wait(timeout=600) == 0, log.read_text()[-3000:]
     out = log.read_text()
-    assert done.returncode == 0, out[-3000:]
     errors = [line for line in out.splitlines() if "locked" in line.lower() or "Error" in line]
     assert "locked" not in out.lower() and "Traceback" not in out, "\n".join(errors[-20:])
-    study = optuna.load_study(study_name="digits-mlp",
-                              storage=default_storage_url(Path(runs_env["RUNS_DIR"]) / "optuna.db"))
-    states = [t.state.name for t in study.trials]
-    assert states.count("FAIL") == 0 and states.count("COMPLETE") == 12
-    # More than one ran trials at once (under load a worker may start after the others took all 12).
+    assert "exited with -9; the other workers finished the study" in out
+
+    study = optuna.load_study(study_name="digits-mlp", storage=storage)
+    by_number = {t.number: t for t in study.trials}
+    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+    assert sum(counts(t) for t in study.trials) == 8  # complete, or pruned (at chance, say), as TRIALS counts them
+    assert all(by_number[n].state.name == "COMPLETE" and by_number[n].value == v for n, v in complete_before.items())
+    # More than one ran trials at once (under load a worker may start after the others took them all).
     assert len({t.user_attrs[records.WORKER_ATTR] for t in study.trials}) >= 2
-    runs = children_by_trial(Path(runs_env["RUNS_DIR"]), study)
-    assert sorted(runs) == attempts(study)
+    [dead] = [t for t in study.trials if t.state.name == "FAIL" and "failed_trial" not in t.system_attrs]
+    retried = [t for t in study.trials if "failed_trial" in t.system_attrs]
+    runs = children_by_trial(runs_dir, study)
+    assert sorted(runs) == attempts(study)  # one child run per attempt
+    [dead_run] = runs[dead.number]
+    assert dead_run.info.status == "FAILED"
+    # Whether the dead trial is queued again depends on when it went stale (see
+    # test_a_stale_trial_is_queued_again_only_while_the_study_needs_it):
+    # before the others' trials reached TRIALS, its copy runs; after, no copy is left waiting.
+    if retried:
+        [copy] = retried
+        assert copy.system_attrs["failed_trial"] == dead.number and copy.params == dead.params
+        # it ran, or the others reached TRIALS first and it was retired (search/trials/stale_trials.py)
+        assert copy.state.name == "COMPLETE" or copy.user_attrs[records.FAIL_REASON_ATTR].startswith("not needed")
+        assert dead_run.data.tags[records.FAILURE_REASON_TAG] == STALE_REASON
+    else:
+        assert dead_run.data.tags[records.FAILURE_REASON_TAG] == STALE_NOT_NEEDED_REASON
 
 
 def test_a_running_trial_left_without_heartbeats_does_not_stall_a_resumed_search(runs_env):
@@ -235,12 +227,12 @@ def test_a_running_trial_left_without_heartbeats_does_not_stall_a_resumed_search
     assert states.count("COMPLETE") == 3 and states.count("RUNNING") == 1
 
 
-def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_server_and_hide_the_password(
+def test_two_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_server_and_hide_the_password(
         runs_env, pg, pg_study, mlflow_server):
     """Also: no password is ever on a command line (``ps`` shows those to every user), and a tracking
     URL with user:password@ works (MLflow's basic auth; this server ignores it)."""
     password, tracking_password = "s3cr3t-pw", "tr4ck-pw"
-    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="3",
+    env = search_env(runs_env, pg_study, TRIALS="6", EPOCHS="1", WORKERS="2",
                      MLFLOW_TRACKING_URI=mlflow_server.replace("//", f"//someone:{tracking_password}@"),
                      STORAGE=f"postgresql://postgres:{password}@127.0.0.1:5432/test",
                      CUDA_VISIBLE_DEVICES="3,5")  # no such GPUs: Keras runs on the CPU, the ids are still handed out
@@ -255,7 +247,7 @@ def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_
         time.sleep(0.2)
     out, err = search.communicate()
     assert search.returncode == 0, err[-3000:]
-    assert workers_seen == 3
+    assert workers_seen == 2
     assert not [line for line in command_lines if password in line or tracking_password in line]
     assert "postgresql://postgres:***@127.0.0.1:5432/test" in out and "evaluation:" in out
     assert password not in out + err and tracking_password not in out + err
@@ -275,7 +267,7 @@ def test_three_workers_on_postgresql_reach_exactly_the_target_through_an_mlflow_
     runs = client.search_runs([experiment.experiment_id])
     parent = client.get_run(study.user_attrs["mlflow_parent_run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(runs) == len(children) + 1  # one parent, shared by the three workers
+    assert len(runs) == len(children) + 1  # one parent, shared by the two workers
     assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == attempts(study)  # one child per attempt
     worker = records.WORKER_ATTR
     assert all(r.data.tags[worker] == study.trials[int(r.data.tags["optuna.trial"])].user_attrs[worker]
