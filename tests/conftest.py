@@ -300,11 +300,14 @@ def trial_runs(tracker) -> dict:
     return {int(run.data.tags["optuna.trial"]): run for run in runs}
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real MLflow tracking server on 127.0.0.1 (SQLite backend store, proxied artifacts)."""
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 (SQLite backend store, proxied artifacts), one
+    for the session: its tests are in the ``mlflow_server`` xdist group, so that one test
+    process starts it once. Each test uses experiments of its own study names."""
     import signal
 
+    tmp_path = tmp_path_factory.mktemp("mlflow-server")
     log = (tmp_path / "mlflow-server.log").open("w")
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(free_port()),

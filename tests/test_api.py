@@ -131,7 +131,9 @@ def test_predict_on_files_gives_the_accuracy_the_evaluation_reported(searched, t
     assert list(from_arrays_table["class_1"]) == list(table["class_1"])
 
 
-def test_predict_takes_any_mode_and_size_and_refuses_what_is_not_an_image(searched, tmp_path):
+def test_predict_takes_any_mode_and_size_and_refuses_what_is_not_an_image(searched, tmp_path, capsys):
+    from conftest import run_main
+
     model = str(searched["result"].model_path)
     folder = tmp_path / "odd"
     folder.mkdir()
@@ -148,18 +150,16 @@ def test_predict_takes_any_mode_and_size_and_refuses_what_is_not_an_image(search
     (tmp_path / "fake.png").write_text("a text file named like an image")
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
-    env = {**os.environ, "RUNS_DIR": str(tmp_path / "runs")}
+    # The command line's predict, in this process (its process is not the point).
     for images, message in [(tmp_path / "fake.png", "1 of 1 images are unreadable or corrupt (e.g. fake.png)"),
                             (tmp_path / "empty", "no images in it"), (tmp_path / "bad.zip", "not a readable zip"),
                             (tmp_path / "nothing", "no such file or folder")]:
-        done = subprocess.run([sys.executable, "-m", "imgsearch", "predict", "--model", model, "--images",
-                               str(images)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        done = run_main(capsys, {"RUNS_DIR": str(tmp_path / "runs")}, "predict", "--model", model, "--images",
+                        str(images))
         assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
         assert message in done.stderr
-    done = subprocess.run([sys.executable, "-m", "imgsearch", "predict", "--images", str(folder)], cwd=tmp_path,
-                          env={**os.environ, "RUNS_DIR": str(searched["root"] / "runs"),
-                               "PREDICTIONS": str(tmp_path / "out.csv")},
-                          capture_output=True, text=True, timeout=120)
+    done = run_main(capsys, {"RUNS_DIR": str(searched["root"] / "runs"), "PREDICTIONS": str(tmp_path / "out.csv")},
+                    "predict", "--images", str(folder))
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"^gray\.png: (red|green|blue) [01]\.\d{3}", done.stdout, re.M)
     assert (tmp_path / "out.csv").read_text().startswith("image,class_1,probability_1")

@@ -107,7 +107,7 @@ def test_a_trial_at_chance_level_is_stopped_at_its_first_check_whatever_the_prun
 
 def test_an_auto_search_runs_the_portfolio_across_families_resumes_and_records_its_families(
         runs_env, shared_weights, capsys):
-    env = {**runs_env, "DATASET": "digits", "SPACE": "auto", "WEIGHTS_DIR": str(shared_weights), "EPOCHS": "3",
+    env = {**runs_env, "DATASET": "digits", "SPACE": "auto", "WEIGHTS_DIR": str(shared_weights), "EPOCHS": "2",
            "SEED": "0"}
     first = run_main(capsys, {**env, "TRIALS": "2"})
     assert first.returncode == 0, first.stderr[-3000:]

@@ -24,7 +24,7 @@ import pytest
 from conftest import REPO, free_port
 from imgsearch import records
 
-TRIALS = 6
+TRIALS = 4
 
 
 def _skip(reason: str):
@@ -90,7 +90,7 @@ def stack(tmp_path, shared_dir):
     override.write_text(f'services:\n  postgres:\n    ports: ["127.0.0.1:{ports["pg"]}:5432"]\n'
                         f"  search:\n    volumes: {mount}\n  worker:\n    volumes: {mount}\n")
     env = {**os.environ, **_images(), "POSTGRES_USER": "imgsearch", "POSTGRES_PASSWORD": "test-secret",
-           "DATASET": "tinyimagenet", "SPACE": "cnn", "TRIALS": str(TRIALS), "EPOCHS": "2", "IMAGE_SIZE": "16",
+           "DATASET": "tinyimagenet", "SPACE": "cnn", "TRIALS": str(TRIALS), "EPOCHS": "1", "IMAGE_SIZE": "16",
            "MLFLOW_PORT": str(ports["MLFLOW_PORT"]), "DASHBOARD_PORT": str(ports["DASHBOARD_PORT"])}
     project = f"imgsearch-test-{os.getpid()}"
     base = [*compose, "-p", project, "-f", str(REPO / "docker-compose.yml"), "-f", str(override)]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -43,15 +45,16 @@ def start_search(runs_env: dict, proxy: TcpProxy, study: str, log: Path, **setti
         return subprocess.Popen([sys.executable, "-m", "imgsearch"], cwd=REPO, env=env, stdout=out, stderr=out)
 
 
-def wait_for_running_trial(storage, name: str, search: subprocess.Popen, log: Path) -> None:
+def wait_for_running_trial(storage, name: str, running: Callable[[], bool], output: Callable[[], str]) -> None:
+    """Until study ``name`` has a running trial; a failure with ``output()`` should the search stop first."""
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and search.poll() is None:
+    while time.monotonic() < deadline and running():
         if name in optuna.get_all_study_names(storage):
             study = optuna.load_study(study_name=name, storage=storage)
             if study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 return
         time.sleep(0.2)
-    pytest.fail(f"no trial ever ran: {log.read_text()[-2000:]}")
+    pytest.fail(f"no trial ever ran: {output()[-2000:]}")
 
 
 def test_every_error_a_cut_connection_raises_is_taken_for_a_lost_database(proxy):
@@ -78,16 +81,24 @@ def test_every_error_a_cut_connection_raises_is_taken_for_a_lost_database(proxy)
     assert not is_connection_lost(refused)  # a statement the database refused is not retried
 
 
-def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, pg, pg_study, tmp_path):
+def test_a_short_outage_is_ridden_out_and_the_search_completes(runs_env, proxy, pg, pg_study, capsys):
+    import imgsearch
+
     storage, name = pg, pg_study
-    log = tmp_path / "search.log"
-    search = start_search(runs_env, proxy, name, log, TRIALS="2", EPOCHS="5", DB_RETRY="60")
-    wait_for_running_trial(storage, name, search, log)
+    settings = {**{key.lower(): value for key, value in search_settings(runs_env, proxy, name).items()},
+                "trials": 2, "epochs": 5, "db_retry": 60}
+    results: list = []
+    # The Python API's search on a thread of this process: the process is not the point.
+    search = threading.Thread(target=lambda: results.append(imgsearch.search(**settings)))
+    search.start()
+    wait_for_running_trial(storage, name, search.is_alive, lambda: capsys.readouterr().err)
     proxy.cut()
     time.sleep(5)
     proxy.start()
-    assert search.wait(timeout=300) == 0, log.read_text()[-3000:]
-    out = log.read_text()
+    search.join(timeout=300)
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert len(results) == 1, out[-3000:]
     assert f"storage: cannot reach the study database postgresql://postgres@127.0.0.1:{proxy.port}/test (" in out
     assert "storage: study database reachable again after" in out and "Traceback" not in out
     states = [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]
@@ -99,7 +110,7 @@ def test_a_long_outage_stops_the_search_with_one_line_and_keeps_finished_trials(
     storage, name = pg, pg_study
     log = tmp_path / "search.log"
     search = start_search(runs_env, proxy, name, log, TRIALS="20", EPOCHS="5", DB_RETRY="3")
-    wait_for_running_trial(storage, name, search, log)
+    wait_for_running_trial(storage, name, lambda: search.poll() is None, log.read_text)
     time.sleep(3)  # a trial or two finish first
     complete = {t.number: t.value for t in optuna.load_study(study_name=name, storage=storage).trials
                 if t.state.name == "COMPLETE"}

@@ -18,7 +18,7 @@ from imgsearch.datasets.download import download
 from imgsearch.datasets.images import decode_images
 from imgsearch.storage.errors import UserError
 
-URL = os.environ.get("TINYIMAGENET_URL", "http://cs231n.stanford.edu/tiny-imagenet-200.zip")
+URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"  # TINYIMAGENET_URL, read at each download, points at a mirror
 MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 ROOT = "tiny-imagenet-200"
 
@@ -40,7 +40,7 @@ class _Tree:
             self._read = lambda name: (folder / name).read_bytes()
             return
         if not archive.is_file():
-            download(URL, archive, MD5)
+            download(os.environ.get("TINYIMAGENET_URL", URL), archive, MD5)
         try:
             zf = zipfile.ZipFile(archive)
         except (zipfile.BadZipFile, OSError) as exc:
