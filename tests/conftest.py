@@ -22,8 +22,8 @@ SHARED = REPO.parent / "shared"
 
 # Started first, so that the test processes (make test runs two) end together: the longest
 # tests, by the durations make test prints.
-LONGEST_FIRST = ("test_compose_stack.py", "test_autokeras.py", "test_workers.py", "test_faults.py",
-                 "test_finetune.py", "test_browser.py", "test_inputs.py", "test_database_lost.py")
+LONGEST_FIRST = ("test_compose_stack.py", "test_workers.py", "test_faults.py", "test_inputs.py", "test_browser.py",
+                 "test_cli.py", "test_autokeras.py", "test_finetune.py", "test_database_lost.py")
 
 
 def pytest_collection_modifyitems(items):
