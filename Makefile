@@ -41,8 +41,9 @@ mlflow: install
 	$(BIN)/python -m imgsearch mlflow
 
 # Three test processes on two cores: the suite is CPU-bound, but a third process fills the
-# moments the others wait on a server, a kill or a timeout (measured: 539 s, against 624 s with
-# two). --dist loadgroup keeps an xdist_group on one of them.
+# moments the others wait on a server, a kill or a timeout (measured on one tree, without the
+# Docker and browser tests: 539 s, against 624 s with two; four were no faster than three).
+# --dist loadgroup keeps an xdist_group on one of them.
 test: install
 	$(BIN)/python -m pytest -q -n 3 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
