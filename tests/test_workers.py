@@ -142,8 +142,7 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
     run = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db")).get_run(
         closed.user_attrs[records.RUN_ID_ATTR])
     assert run.info.status == "FAILED"
-    if sent == signal.SIGINT:  # interrupted, not judged: a resumed search runs it again (a portfolio trial here)
-        assert "fixed_params" in closed.system_attrs
+    if sent == signal.SIGINT:  # interrupted, not judged: a resumed search runs it again, sampled or from the portfolio
         resumed = run_main(capsys, {**settings, "TRIALS": "1"})  # in this process: resuming is the point here
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         retry = [t for t in optuna.load_study(study_name="digits-mlp", storage=storage).trials
