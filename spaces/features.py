@@ -5,7 +5,7 @@ A head trained on a frozen backbone sees the same pooled features every time, so
 computed once per (backbone, its weights file, resolution, dataset) and kept in memory and on
 disk beside the dataset's cache (``<dataset cache>/features/<key>/``). The key changes, and so
 the features are computed again, when any of those change. The horizontally flipped images'
-features are kept too: the head's flip augmentation.
+features are kept apart (the head's flip augmentation), computed only when a trial flips.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from imgsearch.spaces.backbones import ZOO, BackbonePreprocess, load_backbone, w
 from imgsearch.storage.files import write_atomic
 
 #: Features kept in this process, by key: a trial after the first finds them here.
-_MEMORY: dict[str, Features] = {}
+_MEMORY: dict[str, tuple[np.ndarray, ...]] = {}
 _BATCH = 128
 
 
 @dataclass(frozen=True)
 class Features:
     """Pooled features (float32, one row an image) of the training images, the same images
-    flipped left-right, and the validation images."""
+    flipped left-right (None when not asked for), and the validation images."""
 
     train: np.ndarray
-    train_flipped: np.ndarray
+    train_flipped: np.ndarray | None
     val: np.ndarray
 
 
@@ -69,43 +69,61 @@ def extractor(backbone: str, weights: str, weights_dir: str | None, image_shape:
     return keras.Model(inputs, layers.GlobalAveragePooling2D(name="pool")(net(x)), name=f"features_{backbone}")
 
 
-def frozen_features(backbone: str, weights: str, weights_dir: str | None, resolution: int, data) -> Features:
-    """The features of ``data``'s (a Dataset) training images (and flipped) and validation
-    images: from memory, from the disk cache in ``data.cache/features`` (none when the dataset
-    was not loaded from a cache), or computed once and kept in both."""
+def frozen_features(backbone: str, weights: str, weights_dir: str | None, resolution: int, data,
+                    flipped: bool = False) -> Features:
+    """The features of ``data``'s (a Dataset) training images and validation images, and with
+    ``flipped`` of the flipped training images (None without): from memory, from the disk cache
+    in ``data.cache/features`` (none when the dataset was not loaded from a cache), or computed
+    once and kept in both. The flipped ones are kept apart, computed only for a trial that flips
+    (on 45,000 images they are minutes of a CPU budget)."""
     x_train, x_val = data.x_train, data.x_val
     dataset = data.cache.name if data.cache is not None else f"{data.name}-{len(x_train)}-{x_train.shape[1:]}"
     cache = data.cache / "features" if data.cache is not None else None
     key = feature_key(backbone, weights, weights_dir, resolution, dataset)
-    if key in _MEMORY and len(_MEMORY[key].train) == len(x_train) and len(_MEMORY[key].val) == len(x_val):
+    model = []  # the extractor, built once when something is computed
+
+    def compute(x) -> np.ndarray:
+        if not model:
+            model.append(extractor(backbone, weights, weights_dir, tuple(x_train.shape[1:]), resolution))
+        return model[0].predict(x, batch_size=_BATCH, verbose=0).astype(np.float32)
+
+    train, val = _kept(cache, key, {"train": len(x_train), "val": len(x_val)},
+                       lambda: (compute(x_train), compute(x_val)))
+    flip = _kept(cache, f"{key}-flipped", {"train_flipped": len(x_train)},
+                 lambda: (compute(np.asarray(x_train)[:, :, ::-1]),))[0] if flipped else None
+    return Features(train, flip, val)
+
+
+def _kept(cache: Path | None, key: str, rows: dict[str, int], compute) -> tuple[np.ndarray, ...]:
+    """The arrays named in ``rows`` (name: row count) under ``key``: from memory, the disk cache,
+    or ``compute()`` (in that order), kept in both."""
+    if key in _MEMORY and all(len(a) == n for a, n in zip(_MEMORY[key], rows.values())):
         return _MEMORY[key]
     folder = cache / key if cache is not None else None
-    features = _read(folder, len(x_train), len(x_val)) if folder is not None else None
-    if features is None:
-        model = extractor(backbone, weights, weights_dir, tuple(x_train.shape[1:]), resolution)
-        features = Features(*(model.predict(x, batch_size=_BATCH, verbose=0).astype(np.float32)
-                              for x in (x_train, np.asarray(x_train)[:, :, ::-1], x_val)))
+    arrays = _read(folder, rows) if folder is not None else None
+    if arrays is None:
+        arrays = compute()
         if folder is not None:
-            _write(folder, features, key)
-    _MEMORY[key] = features
-    return features
+            _write(folder, dict(zip(rows, arrays)), key)
+    _MEMORY[key] = arrays
+    return arrays
 
 
-def _read(folder: Path, n_train: int, n_val: int) -> Features | None:
+def _read(folder: Path, rows: dict[str, int]) -> tuple[np.ndarray, ...] | None:
     if not (folder / "meta.json").is_file():
         return None
-    arrays = {name: np.load(folder / f"{name}.npy") for name in ("train", "train_flipped", "val")}
-    if len(arrays["train"]) != n_train or len(arrays["val"]) != n_val:
+    arrays = tuple(np.load(folder / f"{name}.npy") for name in rows)
+    if any(len(a) != n for a, n in zip(arrays, rows.values())):
         return None  # kept for other data under the same name: computed again
-    return Features(**arrays)
+    return arrays
 
 
-def _write(folder: Path, features: Features, key: str) -> None:
+def _write(folder: Path, arrays: dict[str, np.ndarray], key: str) -> None:
     def write(tmp: Path) -> None:
         tmp.mkdir()
-        for name in ("train", "train_flipped", "val"):
-            np.save(tmp / f"{name}.npy", getattr(features, name))
-        (tmp / "meta.json").write_text(json.dumps({"key": key, "rows": len(features.train)}))
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array)
+        (tmp / "meta.json").write_text(json.dumps({"key": key, "rows": len(next(iter(arrays.values())))}))
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:

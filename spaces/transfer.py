@@ -76,11 +76,14 @@ class TransferSpace(SearchSpace):
     def prepare(self, data) -> None:
         self._data = data
 
-    def initial_params(self, image_shape) -> list[dict]:
-        """The lightest backbone at 160 px, a linear head: seconds a trial once its features are kept."""
-        return [{"backbone": self.choice[0], "resolution": 160, "head_layers": 0, "head_dropout": 0.2,
-                 "aug_flip": True, "optimizer": "adam", "learning_rate": 1e-3, "weight_decay": 1e-5,
-                 "label_smoothing": 0.1, "batch_size": 64, "finetune_share": 0.0}]
+    def initial_params(self, image_shape, scale=None) -> list[dict]:
+        """The lightest backbone, a linear head: seconds a trial once its features are kept. At 160
+        px with flips; with a budget, at the resolution whose features fit its share of it, and
+        on large data without flips (``DataScale.feature_resolution``)."""
+        resolution = scale.feature_resolution(RESOLUTIONS, 160) if scale is not None else 160
+        return [{"backbone": self.choice[0], "resolution": resolution, "head_layers": 0, "head_dropout": 0.2,
+                 "aug_flip": not (scale is not None and scale.large), "optimizer": "adam", "learning_rate": 1e-3,
+                 "weight_decay": 1e-5, "label_smoothing": 0.1, "batch_size": 64, "finetune_share": 0.0}]
 
     def build(self, trial, image_shape, num_classes) -> Candidate:
         name = trial.suggest_categorical("backbone", self.choice)
@@ -155,7 +158,7 @@ class TransferSpace(SearchSpace):
             raise UserError("the transfer space was not given the dataset (SearchSpace.prepare)")
         name, weights, weights_dir, resolution, flip = candidate.feature_args
         data = self._data
-        kept = frozen_features(name, weights, weights_dir, resolution, data)
+        kept = frozen_features(name, weights, weights_dir, resolution, data, flipped=flip)
         x, y = kept.train, np.asarray(data.y_train)
         if flip:
             x, y = np.concatenate([x, kept.train_flipped]), np.concatenate([y, y])

@@ -72,26 +72,29 @@ def test_the_features_are_computed_once_and_again_only_when_weights_resolution_o
     few = dataclasses.replace(digits, x_train=digits.x_train[:40], y_train=digits.y_train[:40], x_val=digits.x_val[:20],
                               y_val=digits.y_val[:20], cache=cache)
 
-    def kept(resolution=96, data=few):
-        return features.frozen_features("mobilenet_0.25", "imagenet", str(weights), resolution, data)
+    def kept(resolution=96, data=few, flipped=False):
+        return features.frozen_features("mobilenet_0.25", "imagenet", str(weights), resolution, data, flipped)
 
     first = kept()
-    assert first.train.shape == (40, 256) and first.train_flipped.shape == (40, 256) and first.val.shape == (20, 256)
-    assert not np.allclose(first.train, first.train_flipped)
-    assert kept() is first and len(calls) == 1  # from memory
+    assert first.train.shape == (40, 256) and first.train_flipped is None and first.val.shape == (20, 256)
+    flipped = kept(flipped=True)  # the flipped images' features only once a trial flips
+    assert flipped.train is first.train and flipped.train_flipped.shape == (40, 256) and len(calls) == 2
+    assert not np.allclose(first.train, flipped.train_flipped)
+    assert kept(flipped=True).train_flipped is flipped.train_flipped and len(calls) == 2  # from memory
     monkeypatch.setattr(features, "_MEMORY", {})
-    assert np.array_equal(kept().train, first.train) and len(calls) == 1  # from the disk, beside the dataset cache
-    assert len(list((cache / "features").iterdir())) == 1
+    again = kept(flipped=True)
+    assert np.array_equal(again.train, first.train) and np.array_equal(again.train_flipped, flipped.train_flipped)
+    assert len(calls) == 2 and len(list((cache / "features").iterdir())) == 2  # from the disk, beside the dataset cache
     kept(resolution=128)
-    assert len(calls) == 2  # another resolution
+    assert len(calls) == 3  # another resolution
     other = dataclasses.replace(few, cache=tmp_path / "other-dataset")
     (tmp_path / "other-dataset").mkdir()
     kept(data=other)
-    assert len(calls) == 3  # another dataset
+    assert len(calls) == 4  # another dataset
     weights_file = weights / "mobilenet_2_5_224_tf_no_top.h5"
     os.utime(weights_file, ns=(weights_file.stat().st_atime_ns, weights_file.stat().st_mtime_ns + 10**9))
     kept()
-    assert len(calls) == 4  # the weights file was replaced
+    assert len(calls) == 5  # the weights file was replaced
 
 
 def test_a_trial_at_chance_level_is_stopped_at_its_first_check_whatever_the_pruner(tmp_path, digits):
