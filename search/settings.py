@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from imgsearch.spaces.catalog import FAMILY_NAMES, SPACE_NAMES, parse_backbones, parse_families
+from imgsearch.spaces.scale import LARGE_IMAGES
 from imgsearch.choices import DATASETS, PRUNERS, SAMPLERS
 from imgsearch.storage import DB_RETRY_SECONDS
 from imgsearch.storage.errors import UserError
@@ -230,6 +231,9 @@ class Settings:
         choices=SAMPLERS, study=True)
     pruner: str | None = setting("Optuna pruner on per-epoch validation accuracy (hyperband's first rung is after a "
         "third of EPOCHS)", default="hyperband", choices=PRUNERS, study=True)
+    explore_images: int | None = setting("a sampled trial on more training images than this (counted as 32x32 ones) "
+        "trains on this many of them, and the best third are trained again on all (0: all, always)", default=LARGE_IMAGES,
+        low=0, study=True)
     seed: int | None = setting("seed for the sampler and per-trial Keras seeds", low=0, high=2**32 - 1, study=True)
     # How long a search runs.
     trials: int | None = setting("finished (complete or pruned) trials the study should reach", default=20,

@@ -122,15 +122,15 @@ class AutoSpace(SearchSpace):
         for family in self.choice:
             self.space(family).prepare(data)
 
-    def initial_params(self, image_shape) -> list[dict]:
+    def initial_params(self, image_shape, scale=None) -> list[dict]:
         """The portfolio across families, the cheapest strong start of each, best per second first:
         a linear head on kept features (seconds), the plain 32-filter CNN, then the plain 48;
         without the transfer family, the cnn space's whole portfolio (the residual net too)."""
         portfolio = []
         if "transfer" in self.choice:
-            portfolio += [prefixed("transfer", p) for p in self.transfer.initial_params(image_shape)]
+            portfolio += [prefixed("transfer", p) for p in self.transfer.initial_params(image_shape, scale)]
         if "cnn" in self.choice:
-            cnn = self.cnn.initial_params(image_shape)
+            cnn = self.cnn.initial_params(image_shape, scale)
             portfolio += [prefixed("cnn", p) for p in (cnn[:2] if portfolio else cnn)]
         return portfolio
 

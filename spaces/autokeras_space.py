@@ -167,7 +167,7 @@ class AutoKerasSpace(SearchSpace):
                     "AutoKeras's pretrained blocks: they are left out here (as with PRETRAINED=no)"]
         return []
 
-    def initial_params(self, image_shape) -> list[dict]:
+    def initial_params(self, image_shape, scale=None) -> list[dict]:
         """AutoKeras's own starting points for image classification (``task_specific.IMAGE_CLASSIFIER``),
         less those with pretrained blocks when they are left out."""
         from autokeras.tuners import task_specific

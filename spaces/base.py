@@ -11,6 +11,7 @@ from typing import ClassVar
 import keras
 import optuna
 
+from imgsearch.spaces.scale import DataScale
 from imgsearch.storage.errors import UserError
 
 
@@ -97,11 +98,13 @@ class SearchSpace(abc.ABC):
         something computed from the data (``TransferSpace``: a backbone's features). The default
         keeps nothing."""
 
-    def initial_params(self, image_shape: tuple[int, int, int]) -> list[dict]:
+    def initial_params(self, image_shape: tuple[int, int, int], scale: DataScale | None = None) -> list[dict]:
         """Known-good configurations, queued as the first trials of a new study.
 
         Each dict maps param names to values that ``build`` would accept for images of
-        ``image_shape``; params it leaves out are sampled. The default queues none.
+        ``image_shape``; params it leaves out are sampled. ``scale`` (the data's size and the
+        budget; None: the 10-class sample's, no budget) sizes them (spaces/scale.py). The
+        default queues none.
         """
         return []
 

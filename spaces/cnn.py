@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from imgsearch.records import FRACTION_ATTR
 from imgsearch.spaces.base import Candidate, SearchSpace
 from imgsearch.spaces.common import BN_MOMENTUM, SparseCrossentropyWithSmoothing, image_input
 
@@ -61,17 +62,20 @@ class CNNSpace(SearchSpace):
     def _block_cap(self, image_shape) -> int:
         return min(self.max_blocks, max(1, int(math.log2(min(image_shape[:2]))) - 1))
 
-    def initial_params(self, image_shape) -> list[dict]:
+    def initial_params(self, image_shape, scale=None) -> list[dict]:
         """The starting portfolio, queued in this order: the configurations that did best per
         second on the Tiny ImageNet sample (docs/defaults.md)."""
         stages = min(3, self._block_cap(image_shape))
         recipe = {"aug_flip": True, "aug_translation": 0.125, "conv_blocks": stages, "convs_per_block": 1,
                   "block_dropout": 0.0, "activation": "relu", "head_dropout": 0.2, "optimizer": "sgd",
                   "sgd_learning_rate": 0.1, "sgd_weight_decay": 5e-4, "label_smoothing": 0.1, "batch_size": 128}
+        # On large data (spaces/scale.py) the first trains on all the images, the others explore
+        # on a share of them, as sampled trials do; the best are then trained on all.
+        explore = {FRACTION_ATTR: scale.exploring} if scale is not None and scale.large else {}
         return [
             {**recipe, "family": "plain", "filters": 32},  # the strongest per second: done first
-            {**recipe, "family": "plain", "filters": 48},  # wider: slower, better with the time
-            {**recipe, "family": "residual", "filters": 16},  # the other family, for the sampler
+            {**recipe, "family": "plain", "filters": 48, **explore},  # wider: slower, better with the time
+            {**recipe, "family": "residual", "filters": 16, **explore},  # the other family, for the sampler
         ]
 
     def build(self, trial, image_shape, num_classes) -> Candidate:

@@ -91,7 +91,7 @@ class FinetuneSpace(SearchSpace):
             raise UserError("no backbone in the choice can load its weights: " + "; ".join(problems.values()))
         return [f"{problem}; trials that sample {name} will fail" for name, problem in problems.items()]
 
-    def initial_params(self, image_shape) -> list[dict]:
+    def initial_params(self, image_shape, scale=None) -> list[dict]:
         """The lightest backbone that can load, frozen for half the epochs, then its top quarter tuned."""
         loadable = [name for name in self.choice if not self._from_folder or self._has_file(name)]
         return [{

@@ -19,7 +19,7 @@ class MLPSpace(SearchSpace):
 
     max_layers: int
 
-    def initial_params(self, image_shape) -> list[dict]:
+    def initial_params(self, image_shape, scale=None) -> list[dict]:
         """Two 256-unit relu layers with batch norm and light dropout."""
         return [{"layers": 2, "units": 256, "shape": "constant", "activation": "relu", "batch_norm": True,
                  "dropout": 0.2, **TRAINING_START}]

@@ -51,8 +51,8 @@ def test_a_search_on_arrays_returns_its_result_and_puts_back_the_signal_handlers
     before, after = searched["handlers"]
     assert after == before
     board = result.leaderboard()
-    assert list(board.columns) == ["trial", "family", "params", "epochs", "seconds", "parameters", "val", "state",
-                                   "why"]
+    assert list(board.columns) == ["trial", "family", "params", "data", "epochs", "seconds", "parameters", "val",
+                                   "state", "why"]
     assert board.loc[0, "trial"] == result.best_trial.number and board.loc[0, "state"] == "COMPLETE"
     assert board.loc[0, "parameters"] > 0 and board.loc[0, "epochs"] == 1
     assert result.model_path.is_file() and result.evaluation["n_test"] == 60

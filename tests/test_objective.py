@@ -209,7 +209,8 @@ def test_child_runs_nest_under_one_parent_and_hold_the_whole_trial(tmp_path, dig
         run = runs[trial.number]
         assert trial.user_attrs[records.RUN_ID_ATTR] == run.info.run_id
         assert run.data.tags["optuna.study"] == "digits-mlp"
-        expected = {**{k: str(v) for k, v in tracker.settings.items()}, **{k: str(v) for k, v in trial.params.items()}}
+        expected = {**{k: str(v) for k, v in tracker.settings.items()}, **{k: str(v) for k, v in trial.params.items()},
+                    "data_fraction": "1.0"}  # the share of the training images: all of digits
         assert run.data.params == expected
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert [m.step for m in history] == [0, 1]

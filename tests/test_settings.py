@@ -55,7 +55,7 @@ def test_the_study_and_the_spaces_are_keyed_by_the_settings_choices():
     assert tuple(SAMPLERS) == SAMPLER_NAMES and tuple(PRUNERS) == PRUNER_NAMES
     assert BY_NAME["space"].choices == tuple(SPACES)
     assert set(STUDY_KEYS) == {"dataset", "space", "epochs", "image_size", "labels", "folder", "sampler",
-                               "pruner", "seed"}
+                               "pruner", "explore_images", "seed"}
 
 
 def test_make_passes_its_command_line_on_with_no_list_of_settings(tmp_path):

@@ -109,7 +109,7 @@ def test_once_the_target_is_reached_a_waiting_copy_of_a_dead_trial_is_retired_an
 def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp_path, capsys, sent, code, line,
                                                                    reason):
     settings = {**runs_env, "DATASET": "digits", "SPACE": "mlp", "TRIALS": "50", "EPOCHS": "20", "PRUNER": "none",
-                "SEED": "0"}
+                "SEED": "0", "EXPLORE_IMAGES": "30"}  # sampled trials on a third of the images
     env = {**os.environ, **settings}
     stderr = tmp_path / "stderr.txt"
     with stderr.open("w") as err_file:  # a file, not a pipe nobody reads while the search runs
@@ -128,8 +128,8 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
             # not created yet, or being created (its schema's version row written by both at once)
             continue
         running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        if running and running[0].intermediate_values:  # mid-training: epochs are left to interrupt
-            break
+        if running and running[0].intermediate_values and running[0].user_attrs[records.FRACTION_ATTR] < 1:
+            break  # mid-training (epochs are left to interrupt), on a fraction of the images
     search.send_signal(sent)
     assert search.wait(timeout=120) == code, stderr.read_text()[-3000:]
     err = stderr.read_text()
@@ -142,12 +142,14 @@ def test_a_signal_closes_the_running_trial_and_exits_with_one_line(runs_env, tmp
     run = MlflowClient(default_storage_url(Path(runs_env["RUNS_DIR"]) / "mlflow.db")).get_run(
         closed.user_attrs[records.RUN_ID_ATTR])
     assert run.info.status == "FAILED"
-    if sent == signal.SIGINT:  # interrupted, not judged: a resumed search runs it again, sampled or from the portfolio
-        resumed = run_main(capsys, {**settings, "TRIALS": "1"})  # in this process: resuming is the point here
+    if sent == signal.SIGINT:  # interrupted, not judged: a resumed search runs it again, on the same images
+        finished = sum(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials)
+        resumed = run_main(capsys, {**settings, "TRIALS": str(finished + 1)})  # in this process: resuming is the point
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         retry = [t for t in optuna.load_study(study_name="digits-mlp", storage=storage).trials
                  if t.user_attrs.get(records.RETRY_OF_ATTR) == closed.number]
         assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == closed.params
+        assert retry[0].user_attrs[records.FRACTION_ATTR] == closed.user_attrs[records.FRACTION_ATTR] < 1
 
 
 def test_three_workers_on_the_default_sqlite_have_no_lock_errors_and_one_killed_mid_trial_is_retried(runs_env):

@@ -25,7 +25,8 @@ import optuna
 from imgsearch.command_line.local_workers import check_worker_count, run_local_workers, worker_environment
 from imgsearch.datasets import Dataset, DatasetSpec
 from imgsearch.datasets.arrays import NAME as ARRAYS
-from imgsearch.records import BUDGET_ATTR, FINGERPRINT, INFO_FILE, INTERRUPTED_ATTR, LOCAL_WORKER, MODEL_FILE, RETRY_OF_ATTR
+from imgsearch.records import (BUDGET_ATTR, FINGERPRINT, FRACTION_ATTR, INFO_FILE, INTERRUPTED_ATTR, LOCAL_WORKER,
+                               MODEL_FILE, PROMOTED_FROM_ATTR, RETRY_OF_ATTR)
 from imgsearch.results.leaderboard import SHOWN
 from imgsearch.settings import SETTINGS, STUDY_KEYS, Settings, default
 from imgsearch.storage.errors import UserError
@@ -212,8 +213,9 @@ def _queue_again_what_was_interrupted(study: optuna.Study) -> list[int]:
     queued = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
     again = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR)
              and t.number not in queued]
-    for trial in again:
-        study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number}, skip_if_exists=False)
+    for trial in again:  # at the fidelity it had (search/trials/fidelity.py)
+        kept = {k: trial.user_attrs[k] for k in (FRACTION_ATTR, PROMOTED_FROM_ATTR) if k in trial.user_attrs}
+        study.enqueue_trial(trial.params, user_attrs={**kept, RETRY_OF_ATTR: trial.number}, skip_if_exists=False)
     return [t.number for t in again]
 
 
@@ -244,7 +246,17 @@ class Prepared:
         ctx, args = self.ctx, self.settings
         return Search(self.study, ctx.storage, ctx.space, self.data, self.tracker, ctx.checkpoint(),
                       budget=self.budget, fixed=ctx.params, seed=ctx.settings["seed"], target=self.trials,
-                      max_epoch_seconds=args.max_epoch_seconds, trials_per_process=args.trials_per_process)
+                      max_epoch_seconds=args.max_epoch_seconds, trials_per_process=args.trials_per_process,
+                      exploring=self.exploring)
+
+    @property
+    def exploring(self) -> float:
+        """The share of the training images a sampled trial explores on (search/trials/fidelity.py); a
+        study made before EXPLORE_IMAGES existed trains every trial on all of them."""
+        from imgsearch.trials.fidelity import exploring_fraction
+
+        return exploring_fraction(len(self.data.y_train), self.data.image_shape,
+                                  self.ctx.settings.get("explore_images") or 0)
 
 
 def prepare(args: Settings, *, creating: bool, data: Dataset | None = None,
@@ -257,7 +269,9 @@ def prepare(args: Settings, *, creating: bool, data: Dataset | None = None,
     worker) the study must exist. ``data``: the data, already in memory (see ``_context``);
     otherwise it is loaded from DATA_DIR.
     """
+    from imgsearch.spaces.scale import DataScale
     from imgsearch.trials.budget import Budget, budget_seconds
+    from imgsearch.trials.fidelity import exploring_fraction
 
     ctx = _context(args, creating=creating, data=data)
     for note in ctx.space.check_ready():  # a worker's machine may lack what the study's machine had
@@ -271,9 +285,13 @@ def prepare(args: Settings, *, creating: bool, data: Dataset | None = None,
         tracker = ctx.tracker(study)  # creates the MLflow store and the study's parent run before any worker
         if creating:
             if not study.get_trials(deepcopy=False):  # new, or its first start stopped before this point
-                first = ctx.space.initial_params(data.image_shape) if first_trials is None else first_trials
+                scale = DataScale(len(data.y_train), data.num_classes, data.image_shape, total,
+                                  exploring_fraction(len(data.y_train), data.image_shape,
+                                                     ctx.settings["explore_images"]))
+                first = ctx.space.initial_params(data.image_shape, scale) if first_trials is None else first_trials
                 for params in first:
-                    study.enqueue_trial(params)
+                    params = dict(params)
+                    study.enqueue_trial(params, user_attrs={FRACTION_ATTR: params.pop(FRACTION_ATTR, 1.0)})
             again = _queue_again_what_was_interrupted(study)
             study.set_user_attr(BUDGET_ATTR, total)
     budget = Budget(seconds, ctx.settings["epochs"], total=total)  # from here: data preparation is not counted

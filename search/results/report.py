@@ -284,12 +284,14 @@ def _span(r: StudyReport, field_name: str, value) -> str:
 
 def _top_table(r: StudyReport) -> str:
     header = ("<tr><th>trial</th><th>family</th><th>model</th><th>val_accuracy</th><th>test top-1</th>"
-              "<th>test top-5</th><th>epochs</th><th>seconds</th><th>parameters</th><th>state</th><th>why</th></tr>")
+              "<th>test top-5</th><th>training data</th><th>epochs</th><th>seconds</th><th>parameters</th><th>state</th>"
+              "<th>why</th></tr>")
     rows = []
     for row in r.top:
         exported = row["trial"] == r.best_number
         test = (_fmt(r.test.get("top1")), _fmt(r.test.get("top5"))) if exported else ("", "")
-        cells = [row["trial"], row["family"] or "", row["params"], _fmt(_number(row["val"])), *test, row["epochs"],
+        cells = [row["trial"], row["family"] or "", row["params"], _fmt(_number(row["val"])), *test, row["data"],
+                 row["epochs"],
                  _fmt(_number(row["seconds"]), 0), _fmt(_number(row["parameters"])), row["state"], row["why"]]
         rows.append(f"<tr data-study='{html.escape(r.name)}' data-trial='{row['trial']}'>"
                     + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")

@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from imgsearch.records import OBJECTIVE, STARTUP_SECONDS_ATTR, family_of
+from imgsearch.records import FRACTION_ATTR, OBJECTIVE, STARTUP_SECONDS_ATTR, family_of
 from imgsearch.trials.tracking import TrialRun
 from imgsearch.spaces import Candidate
 from imgsearch.trials import signals
@@ -92,19 +92,23 @@ class EpochLine(NotCopied, keras.callbacks.Callback):
 
 
 class PruningCallback(NotCopied, KerasPruningCallback):
-    """optuna-integration's Keras pruning callback, except after the trial's last planned epoch.
+    """optuna-integration's Keras pruning callback, except after the trial's last planned epoch,
+    and for a trial on a fraction of the training images (search/trials/fidelity.py).
 
-    Then it only reports: pruning saves no training there and would only mark a fully
-    trained trial PRUNED, which also keeps it from being the study's best.
+    Then it only reports: pruning after the last epoch saves no training and would only mark
+    a fully trained trial PRUNED, which also keeps it from being the study's best; and Optuna's
+    pruners would judge a trial on fewer images against those on all of them, whose curves are
+    higher (their values are not comparable, and such a trial is cheap by design).
     """
 
     def __init__(self, trial: optuna.Trial, monitor: str, plan: EpochPlan):
         super().__init__(trial, monitor)
         self.trial, self.monitor, self.plan = trial, monitor, plan
+        self.judged = float(trial.user_attrs.get(FRACTION_ATTR, 1.0)) >= 1.0
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if epoch < self.plan.total - 1:
+        if epoch < self.plan.total - 1 and self.judged:
             try:
                 super().on_epoch_end(epoch, logs)
             except optuna.TrialPruned:

@@ -14,6 +14,7 @@ from imgsearch.trials.checkpoints import BestCheckpoint
 from imgsearch.trials.tracking import Tracker, TrackingLost
 from imgsearch.trials import ensemble, signals
 from imgsearch.trials.budget import Budget
+from imgsearch.trials.fidelity import Promote
 from imgsearch.trials.objective import Objective
 from imgsearch.trials.process_restart import TrialsPerProcess
 from imgsearch.trials.progress import Progress, StopWhenFailing
@@ -42,7 +43,8 @@ class Search:
     ``tracker``, the best model kept by ``checkpoint``; ``fixed``, ``seed`` and
     ``max_epoch_seconds`` as ``Objective`` takes them) and the study callbacks: the target,
     the budget, the checkpoint, the best-run tag, the progress lines, the stop when trials
-    keep failing, the process's trial count and the signals. It also makes the storage queue
+    keep failing, the process's trial count, the signals, and the promotion to all the data of
+    the best trials that explored on ``exploring`` of it (search/trials/fidelity.py). It also makes the storage queue
     again, while the target still needs it, a trial whose worker died (no heartbeat). With a budget, a space that
     ``ends_with_ensemble`` (SPACE=auto) keeps the budget's last seconds and its best models for
     the end-of-budget step (search/trials/ensemble.py), which the last worker to stop runs.
@@ -55,7 +57,8 @@ class Search:
 
     def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage, space: SearchSpace, data: Dataset,
                  tracker: Tracker, checkpoint: BestCheckpoint, *, budget: Budget, fixed: dict, seed: int | None = None,
-                 target: int | None = None, max_epoch_seconds: float | None = None, trials_per_process: int = 0):
+                 target: int | None = None, max_epoch_seconds: float | None = None, trials_per_process: int = 0,
+                 exploring: float = 1.0):
         self.study, self.tracker, self.checkpoint, self.target, self.budget = study, tracker, checkpoint, target, budget
         self.ends_with_ensemble = space.ends_with_ensemble and self.budget.seconds is not None
         if self.ends_with_ensemble:
@@ -68,10 +71,11 @@ class Search:
         self.trial_count = TrialsPerProcess(trials_per_process)
         self.objective = Objective(space, data, budget.epochs, tracker, checkpoint, fixed=fixed, seed=seed,
                                    max_epoch_seconds=max_epoch_seconds, target=target,
-                                   deadline=self.budget.training_deadline, final_deadline=self.budget.deadline)
+                                   deadline=self.budget.training_deadline, final_deadline=self.budget.deadline,
+                                   exploring=exploring)
         self.callbacks = [*([StopAtTarget(target)] if target is not None else []), self.budget,
                           checkpoint.after_trial, tracker.after_trial, self.progress, self.failing, self.trial_count,
-                          self._stop_if_tracking_lost, signals.after_trial]
+                          self._stop_if_tracking_lost, signals.after_trial, Promote()]
 
     @property
     def failing_because(self) -> str | None:

@@ -22,6 +22,7 @@ from imgsearch.records import (DEADLINE_ATTR, ENSEMBLE_STEP_ATTR, EPOCH_SECONDS_
 from imgsearch.trials.memory import check_memory
 from imgsearch.trials.ensemble import build_ensemble
 from imgsearch.trials.families import share_deadline
+from imgsearch.trials.fidelity import subset, trial_fraction
 from imgsearch.trials.callbacks import EpochTimer, check_startup
 from imgsearch.trials.training import plan_epochs, train
 from imgsearch.spaces import SearchSpace
@@ -48,16 +49,21 @@ class Objective:
     it reached (user attr ``stopped_at_deadline``: the epoch it stopped after). The
     end-of-budget step's trial (``ENSEMBLE_STEP_ATTR``, search/trials/ensemble.py) builds an
     ensemble of kept models instead, by ``final_deadline`` (the budget's end; default ``deadline``).
+
+    A trial that trains on images trains on its ``data_fraction`` of them (search/trials/fidelity.py:
+    the one it was queued with, else ``exploring``); one that does not (a head on kept features)
+    on all of them.
     """
 
     def __init__(self, space: SearchSpace, data: Dataset, epochs: int, tracker: Tracker,
                  checkpoint: BestCheckpoint, fixed: dict, seed: int | None = None,
                  max_epoch_seconds: float | None = None, target: int | None = None,
-                 deadline: float | None = None, final_deadline: float | None = None):
+                 deadline: float | None = None, final_deadline: float | None = None, exploring: float = 1.0):
         self.space, self.data, self.epochs = space, data, epochs
         self.tracker, self.checkpoint, self.fixed, self.seed = tracker, checkpoint, fixed, seed
         self.max_epoch_seconds, self.target, self.deadline = max_epoch_seconds, target, deadline
         self.final_deadline = deadline if final_deadline is None else final_deadline
+        self.exploring, self._subsets = exploring, {}
         space.prepare(data)
         # What is alive now (TensorFlow, Keras, MLflow, the dataset) lives as long as the
         # process: moved out of the collector's view, each trial's gc.collect() only walks
@@ -78,10 +84,17 @@ class Objective:
         split = plan_epochs(candidate.phases, self.epochs)
         epochs = ({f"epochs_{phase.name}": n for phase, n in zip(candidate.phases, split)}
                   if len(split) > 1 else {})
-        run.log_params(trial.params, derived={**candidate.details, **epochs})
+        fraction = trial_fraction(trial, self.exploring if candidate.image_batch_size else 1.0)
+        run.log_params(trial.params, derived={**candidate.details, **epochs, "data_fraction": fraction})
         check_memory(candidate)
         check_startup(trial, timer, self.deadline)
-        return train(self.space, candidate, plan, self.data, trial, run, timer)
+        return train(self.space, candidate, plan, self._data(fraction), trial, run, timer)
+
+    def _data(self, fraction: float) -> Dataset:
+        """The training data at ``fraction``, made once per fraction in this process."""
+        if fraction not in self._subsets:
+            self._subsets[fraction] = subset(self.data, fraction)
+        return self._subsets[fraction]
 
     def _ensemble(self, trial: optuna.Trial, run: TrialRun, plan: EpochPlan, timer: EpochTimer):
         """The end-of-budget step (search/trials/ensemble.py): (value, model)."""
