@@ -12,6 +12,8 @@ in a fresh process each, on this machine:
 - ``autokeras``: AutoKeras 3.0's ImageClassifier with its default tuner and epochs;
 - ``random``: Optuna random sampling of that plain CNN space, 10 epochs a trial, no pruning;
 - ``fixed``: one plain 3-block CNN (batch norm, Adam), 10 epochs;
+- ``resnet9``: one ResNet-9 (``resnet9``) under a one-cycle schedule that spans the budget (its
+  epochs from its first batches' pace);
 - with --weights-dir, also ``finetune`` (``python -m imgsearch`` with SPACE=finetune on those weights)
   and ``ours-no-weights`` (the default search without them, as on a machine with none).
 
@@ -37,10 +39,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PEERS = ("ours", "cnn", "kerastuner", "autokeras", "random", "fixed")
+PEERS = ("ours", "cnn", "kerastuner", "autokeras", "random", "fixed", "resnet9")
 OURS = ("ours", "cnn", "finetune", "ours-no-weights")  # python -m imgsearch: it stops itself, then exports
 MARKS = (60, 150, 300, 600)
 PLAIN_EPOCHS = 10  # the peers' epochs per trial, and the fixed CNN's
+RESNET9_WIDTH, RESNET9_BATCH = 12, 256  # the ResNet-9 recipe's first width and batch: measured, docs/scale.md
 
 
 # ---- the dataset, shared by all ---------------------------------------------------------
@@ -132,6 +135,44 @@ def plain_cnn(sampled: Sampled, image_shape, num_classes):
     return model
 
 
+def resnet9(image_shape, num_classes, width: int, steps: int, peak: float = 0.4):
+    """ResNet-9 (Page's DAWNBench recipe, at ``width`` channels in its first conv: 64-128-256-512 at
+    width 64): a conv, three stages (conv, max pool; a residual unit of two convs in the first and
+    last), global max pool, a dense layer scaled by 1/8; SGD with Nesterov momentum under a
+    one-cycle schedule (linear up to ``peak`` over the first 30% of ``steps``, linear down to 0),
+    weight decay 5e-4, label smoothing 0.2, flips and 4-pixel shifts."""
+    import keras
+    from keras import layers
+
+    from imgsearch.spaces.common import SparseCrossentropyWithSmoothing
+
+    class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step, warm = keras.ops.cast(step, "float32"), max(1.0, 0.3 * steps)
+            return keras.ops.where(step < warm, peak * step / warm,
+                                   peak * keras.ops.maximum(0.0, (steps - step) / (steps - warm)))
+
+    def conv_bn(x, channels):
+        x = layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)
+        return layers.Activation("relu")(x)
+
+    inputs = keras.Input(image_shape, dtype="uint8")
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.RandomFlip("horizontal")(x)
+    x = layers.RandomTranslation(4 / image_shape[0], 4 / image_shape[1], fill_mode="reflect")(x)
+    x = conv_bn(x, width)
+    for stage, residual in ((2, True), (4, False), (8, True)):
+        x = layers.MaxPooling2D()(conv_bn(x, width * stage))
+        if residual:
+            x = layers.Add()([x, conv_bn(conv_bn(x, width * stage), width * stage)])
+    x = layers.Rescaling(0.125)(layers.Dense(num_classes)(layers.GlobalMaxPooling2D()(x)))
+    model = keras.Model(inputs, layers.Activation("softmax")(x))
+    model.compile(keras.optimizers.SGD(OneCycle(), momentum=0.9, nesterov=True, weight_decay=5e-4),
+                  SparseCrossentropyWithSmoothing(0.2), metrics=["accuracy"])
+    return model
+
+
 def fixed_cnn(image_shape, num_classes):
     """One plain 3-block CNN: 32/64/128 filters, batch norm, a 128-unit dense layer, Adam 1e-3."""
     fixed = {"filters": 32, "kernel_size": 3, "conv_blocks": 3, "dense_units": 128, "dropout": 0.3,
@@ -165,6 +206,23 @@ def run_system(name: str, data_dir: Path, size: int, budget: float, work: Path, 
     if name == "fixed":
         fixed_cnn(shape, classes).fit(x, y, batch_size=64, epochs=PLAIN_EPOCHS, validation_data=val, verbose=2,
                                       callbacks=[epoch_logger(log, start)])
+    elif name == "resnet9":
+        # One schedule over the whole budget: its epochs are what the first batches' pace
+        # affords (the probe counts against the budget, as it would for a user).
+        import math
+
+        probe, batches = resnet9(shape, classes, RESNET9_WIDTH, steps=1000), 10
+        probe.fit(x[:2 * RESNET9_BATCH], y[:2 * RESNET9_BATCH], batch_size=RESNET9_BATCH, verbose=0)  # traced here
+        began = time.time()
+        probe.fit(x[:RESNET9_BATCH * batches], y[:RESNET9_BATCH * batches], batch_size=RESNET9_BATCH, verbose=0)
+        per_image = (time.time() - began) / (RESNET9_BATCH * batches)
+        epoch_seconds = per_image * (len(y) + len(val[1]) / 3)  # validation: a forward pass only
+        epochs = max(1, int((budget - (time.time() - start)) * 0.95 / epoch_seconds))
+        steps = epochs * math.ceil(len(y) / RESNET9_BATCH)
+        print(f"resnet9 width {RESNET9_WIDTH}: about {epoch_seconds:.0f} s an epoch; {epochs} epochs", flush=True)
+        resnet9(shape, classes, RESNET9_WIDTH, steps).fit(
+            x, y, batch_size=RESNET9_BATCH, epochs=epochs, validation_data=val, verbose=2,
+            callbacks=[epoch_logger(log, start)])
     elif name == "kerastuner":
         import keras_tuner
 
@@ -226,9 +284,9 @@ def race(args) -> None:
     print(f"{data.name} at {args.image_size} px: {data.num_classes} classes, train {len(data.y_train)} / "
           f"val {len(data.y_val)}, prepared in {time.perf_counter() - started:.0f} s; budget {args.budget:g} s "
           f"per system; {os.cpu_count()} cores; work folder {work}", flush=True)
-    systems = [s for s in args.systems.split(",") if s]
-    if args.weights_dir:
-        systems += [name for name in ("ours-no-weights", "finetune") if name not in systems]
+    systems = [s for s in (args.systems or ",".join(PEERS)).split(",") if s]
+    if args.weights_dir and not args.systems:
+        systems += ["ours-no-weights", "finetune"]
     results = {}
     for name in systems:
         (work / f"{name}.jsonl").unlink(missing_ok=True)
@@ -317,8 +375,9 @@ def main() -> None:
                         help="DATA_DIR with tiny-imagenet-200(.zip), or the zip or folder itself")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--budget", type=float, default=600)
-    parser.add_argument("--systems", default=",".join(PEERS), help=f"comma-separated, of {', '.join(PEERS)}")
-    parser.add_argument("--weights-dir", help="Keras weight files for ours; adds the finetune and ours-no-weights rows")
+    parser.add_argument("--systems", help=f"comma-separated, of {', '.join(PEERS + OURS[2:])} (default: "
+                        f"{', '.join(PEERS)}; with --weights-dir also ours-no-weights and finetune)")
+    parser.add_argument("--weights-dir", help="Keras weight files for ours (and the finetune row)")
     parser.add_argument("--out", help="work folder (default: a new temporary one)")
     parser.add_argument("--run-system", help=argparse.SUPPRESS)
     args = parser.parse_args()
