@@ -50,6 +50,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/prepare.py
+	$(BIN)/python benchmarks/throughput.py
 
 # Deletes RUNS_DIR only when it is a runs folder this project made, holding nothing else.
 clean: install

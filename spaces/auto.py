@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 
+from imgsearch.records import FRACTION_ATTR
 from imgsearch.spaces.autokeras_space import AutoKerasSpace, WEIGHTS_HOST
 from imgsearch.spaces.base import Candidate, SearchSpace
 from imgsearch.spaces.catalog import FAMILY_NAMES, parse_families
@@ -54,8 +55,10 @@ class FamilyTrial:
 
 
 def prefixed(family: str, params: dict) -> dict:
-    """A family's parameters as the study names them, with the family chosen."""
-    return {"family": family, **{f"{family}{SEPARATOR}{k}": v for k, v in params.items()}}
+    """A family's parameters as the study names them, with the family chosen (a starting point's
+    share of the training images, not a parameter, keeps its name: spaces/scale.py)."""
+    return {"family": family, **{k if k == FRACTION_ATTR else f"{family}{SEPARATOR}{k}": v
+                                 for k, v in params.items()}}
 
 
 def _online() -> bool:

@@ -46,6 +46,9 @@ class Candidate:
     batch_size: int
     phases: tuple[Phase, ...] = (Phase("train", 1.0),)
     details: dict = field(default_factory=dict)
+    #: Seconds its space foresees it spending before its first batch (a backbone's features
+    #: still to compute): a trial that could not train after them in its time is skipped.
+    preparation_seconds: float = 0.0
 
     @property
     def image_batch_size(self) -> int:

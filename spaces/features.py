@@ -77,9 +77,7 @@ def frozen_features(backbone: str, weights: str, weights_dir: str | None, resolu
     once and kept in both. The flipped ones are kept apart, computed only for a trial that flips
     (on 45,000 images they are minutes of a CPU budget)."""
     x_train, x_val = data.x_train, data.x_val
-    dataset = data.cache.name if data.cache is not None else f"{data.name}-{len(x_train)}-{x_train.shape[1:]}"
-    cache = data.cache / "features" if data.cache is not None else None
-    key = feature_key(backbone, weights, weights_dir, resolution, dataset)
+    cache, key = _where(backbone, weights, weights_dir, resolution, data)
     model = []  # the extractor, built once when something is computed
 
     def compute(x) -> np.ndarray:
@@ -92,6 +90,23 @@ def frozen_features(backbone: str, weights: str, weights_dir: str | None, resolu
     flip = _kept(cache, f"{key}-flipped", {"train_flipped": len(x_train)},
                  lambda: (compute(np.asarray(x_train)[:, :, ::-1]),))[0] if flipped else None
     return Features(train, flip, val)
+
+
+def images_to_compute(backbone: str, weights: str, weights_dir: str | None, resolution: int, data,
+                      flipped: bool = False) -> int:
+    """How many images ``frozen_features`` would run through the backbone now (0: all kept)."""
+    cache, key = _where(backbone, weights, weights_dir, resolution, data)
+    parts = [(key, len(data.x_train) + len(data.x_val))] + ([(f"{key}-flipped", len(data.x_train))] if flipped else [])
+    return sum(count for name, count in parts
+               if name not in _MEMORY and not (cache is not None and (cache / name / "meta.json").is_file()))
+
+
+def _where(backbone: str, weights: str, weights_dir: str | None, resolution: int, data) -> tuple[Path | None, str]:
+    """The disk cache folder of ``data``'s features (None: not loaded from a cache) and their key."""
+    x_train = data.x_train
+    dataset = data.cache.name if data.cache is not None else f"{data.name}-{len(x_train)}-{x_train.shape[1:]}"
+    cache = data.cache / "features" if data.cache is not None else None
+    return cache, feature_key(backbone, weights, weights_dir, resolution, dataset)
 
 
 def _kept(cache: Path | None, key: str, rows: dict[str, int], compute) -> tuple[np.ndarray, ...]:

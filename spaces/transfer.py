@@ -22,8 +22,9 @@ from imgsearch.spaces.backbones import ZOO, BackbonePreprocess, WeightsUnavailab
 from imgsearch.spaces.base import Candidate, Phase, SearchSpace
 from imgsearch.spaces.catalog import parse_backbones
 from imgsearch.spaces.common import SparseCrossentropyWithSmoothing, recompile
-from imgsearch.spaces.features import frozen_features
+from imgsearch.spaces.features import frozen_features, images_to_compute
 from imgsearch.spaces.finetune import tunable_layers, unfreeze
+from imgsearch.spaces.scale import FEATURE_SECONDS_160
 from imgsearch.storage.errors import UserError
 
 RESOLUTIONS = (96, 128, 160, 224)
@@ -134,6 +135,9 @@ class TransferSpace(SearchSpace):
         candidate = TransferCandidate(model, batch_size, (Phase("head", 1 - share),),
                                       {"backbone_layers": len(tunable)}, head=head,
                                       feature_args=(name, self.weights, self.weights_dir, resolution, flip))
+        if self._data is not None:  # the features it would compute first, at the measured pace (spaces/scale.py)
+            images = images_to_compute(name, self.weights, self.weights_dir, resolution, self._data, flip)
+            candidate.preparation_seconds = images * FEATURE_SECONDS_160 * (resolution / 160) ** 2
         if share:
             fraction = trial.suggest_categorical("unfreeze_fraction", UNFREEZE_FRACTIONS)
             factor = trial.suggest_float("finetune_lr_factor", 0.01, 0.3, log=True)

@@ -75,10 +75,16 @@ def test_the_features_are_computed_once_and_again_only_when_weights_resolution_o
     def kept(resolution=96, data=few, flipped=False):
         return features.frozen_features("mobilenet_0.25", "imagenet", str(weights), resolution, data, flipped)
 
+    def to_compute(flipped):  # what a trial's preparation is foreseen from (Candidate.preparation_seconds)
+        return features.images_to_compute("mobilenet_0.25", "imagenet", str(weights), 96, few, flipped)
+
+    assert to_compute(flipped=True) == 40 + 20 + 40
     first = kept()
     assert first.train.shape == (40, 256) and first.train_flipped is None and first.val.shape == (20, 256)
+    assert to_compute(flipped=False) == 0 and to_compute(flipped=True) == 40
     flipped = kept(flipped=True)  # the flipped images' features only once a trial flips
     assert flipped.train is first.train and flipped.train_flipped.shape == (40, 256) and len(calls) == 2
+    assert to_compute(flipped=True) == 0
     assert not np.allclose(first.train, flipped.train_flipped)
     assert kept(flipped=True).train_flipped is flipped.train_flipped and len(calls) == 2  # from memory
     monkeypatch.setattr(features, "_MEMORY", {})

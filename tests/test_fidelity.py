@@ -3,14 +3,20 @@ on a fraction of it are recorded, promoted to all of it, and shown (search/trial
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import optuna
+import pytest
 
 from imgsearch import records
 from imgsearch.datasets import Dataset
 from imgsearch.results.leaderboard import leaderboard
+from imgsearch.results.report import collect, render
 from imgsearch.spaces.scale import DataScale
 from imgsearch.spaces.transfer import RESOLUTIONS
+from imgsearch.trials.budget import EpochPlan
+from imgsearch.trials.callbacks import check_preparation
 from imgsearch.trials.fidelity import Promote, exploring_fraction, subset
 from imgsearch.trials.study import get_space
 from conftest import new_search, trial_runs
@@ -21,13 +27,15 @@ def fractions(space_name: str, scale: DataScale, **options) -> list:
                                                                                                   scale)]
 
 
-def test_the_starting_points_scale_with_the_images_and_their_pixels_not_the_dataset():
+def test_the_starting_points_scale_with_the_images_and_their_pixels_not_the_dataset(tmp_path):
     small = DataScale(4_500, 10, (32, 32, 3), 600, exploring=1.0)  # the 10-class sample
     assert not small.large and fractions("cnn", small) == [None, None, None]  # all three on all the data
     for large in (DataScale(45_000, 100, (32, 32, 3), 1200, exploring=0.2),  # the 100-class set
                   DataScale(4_500, 10, (64, 64, 3), 1200, exploring=0.5)):  # the sample's images at 64 px
         assert large.large
         assert fractions("cnn", large) == [None, large.exploring, large.exploring]  # the first on all
+        # SPACE=auto without the transfer family: the cnn space's starts, each share under its own name
+        assert fractions("auto", large, weights_dir=str(tmp_path)) == [None, large.exploring, large.exploring]
     assert exploring_fraction(45_000, (32, 32, 3), 9_000) == 0.2
     assert exploring_fraction(4_500, (64, 64, 3), 9_000) == 0.5
     assert exploring_fraction(4_500, (32, 32, 3), 9_000) == 1.0 and exploring_fraction(45_000, (32, 32, 3), 0) == 1.0
@@ -87,6 +95,8 @@ def test_trials_explore_on_a_fraction_and_the_best_third_are_trained_on_all(tmp_
     assert [float(runs[n].data.params["data_fraction"]) for n in range(5)] == shares  # rebuilt and retrained from these
     board = leaderboard(search.study).set_index("trial")
     assert board.loc[1, "data"] == f"{100 * explored:.0f}%" and board.loc[4, "data"] == f"100% (from {best.number})"
+    page = render([collect(search.study, None)], "test")  # the report's table of the best trials
+    assert "<th>training data</th>" in page and f"<td>100% (from {best.number})</td>" in page
 
     promote = Promote()  # once only: seeing the same trials again queues nothing
     promote(search.study, trials[3])
@@ -103,3 +113,12 @@ def test_a_trial_on_a_fraction_is_never_pruned_against_trials_on_all_the_data(tm
     assert first.state.name == "PRUNED" and len(first.intermediate_values) == 1
     assert sampled.state.name == "COMPLETE" and len(sampled.intermediate_values) == 3
     assert sampled.user_attrs[records.FRACTION_ATTR] < 1
+
+
+def test_a_trial_whose_features_would_take_over_half_its_time_is_skipped_before_it_computes_them():
+    plan = EpochPlan(15, deadline=time.monotonic() + 300)
+    check_preparation(0.0, plan)  # nothing to compute
+    check_preparation(140.0, plan)  # under half of the 300 s left
+    with pytest.raises(optuna.TrialPruned, match=r"cannot finish: about 160 s to compute its backbone's features"):
+        check_preparation(160.0, plan)
+    check_preparation(10_000.0, EpochPlan(15))  # no deadline

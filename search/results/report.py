@@ -38,7 +38,7 @@ WORST_CLASSES = 5
 MIN_TRIALS_FOR_IMPORTANCES = 10
 _STATES = ("COMPLETE", "PRUNED", "FAIL")
 # What a study's settings block shows, in this order (the recorded settings; the budget from the study's attrs).
-SHOWN_SETTINGS = ("dataset", "space", "epochs", "image_size", "sampler", "pruner", "seed")
+SHOWN_SETTINGS = ("dataset", "space", "epochs", "image_size", "sampler", "pruner", "explore_images", "seed")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from imgsearch.trials.memory import check_memory
 from imgsearch.trials.ensemble import build_ensemble
 from imgsearch.trials.families import share_deadline
 from imgsearch.trials.fidelity import subset, trial_fraction
-from imgsearch.trials.callbacks import EpochTimer, check_startup
+from imgsearch.trials.callbacks import EpochTimer, check_preparation, check_startup
 from imgsearch.trials.training import plan_epochs, train
 from imgsearch.spaces import SearchSpace
 from imgsearch.storage.files import DiskFull, disk_full_message, is_disk_full
@@ -87,6 +87,7 @@ class Objective:
         fraction = trial_fraction(trial, self.exploring if candidate.image_batch_size else 1.0)
         run.log_params(trial.params, derived={**candidate.details, **epochs, "data_fraction": fraction})
         check_memory(candidate)
+        check_preparation(candidate.preparation_seconds, plan)
         check_startup(trial, timer, self.deadline)
         return train(self.space, candidate, plan, self._data(fraction), trial, run, timer)
 
