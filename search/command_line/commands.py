@@ -251,12 +251,15 @@ class Prepared:
 
     @property
     def exploring(self) -> float:
-        """The share of the training images a sampled trial explores on (search/trials/fidelity.py); a
-        study made before EXPLORE_IMAGES existed trains every trial on all of them."""
-        from imgsearch.trials.fidelity import exploring_fraction
+        return _exploring(self.ctx.settings, self.data)
 
-        return exploring_fraction(len(self.data.y_train), self.data.image_shape,
-                                  self.ctx.settings.get("explore_images") or 0)
+
+def _exploring(settings: dict, data: Dataset) -> float:
+    """The share of the training images a sampled trial explores on (search/trials/fidelity.py); a
+    study made before EXPLORE_IMAGES existed trains every trial on all of them."""
+    from imgsearch.trials.fidelity import exploring_fraction
+
+    return exploring_fraction(len(data.y_train), data.image_shape, settings.get("explore_images") or 0)
 
 
 def prepare(args: Settings, *, creating: bool, data: Dataset | None = None,
@@ -271,7 +274,6 @@ def prepare(args: Settings, *, creating: bool, data: Dataset | None = None,
     """
     from imgsearch.spaces.scale import DataScale
     from imgsearch.trials.budget import Budget, budget_seconds
-    from imgsearch.trials.fidelity import exploring_fraction
 
     ctx = _context(args, creating=creating, data=data)
     for note in ctx.space.check_ready():  # a worker's machine may lack what the study's machine had
@@ -286,8 +288,7 @@ def prepare(args: Settings, *, creating: bool, data: Dataset | None = None,
         if creating:
             if not study.get_trials(deepcopy=False):  # new, or its first start stopped before this point
                 scale = DataScale(len(data.y_train), data.num_classes, data.image_shape, total,
-                                  exploring_fraction(len(data.y_train), data.image_shape,
-                                                     ctx.settings["explore_images"]))
+                                  _exploring(ctx.settings, data))
                 first = ctx.space.initial_params(data.image_shape, scale) if first_trials is None else first_trials
                 for params in first:
                     params = dict(params)
