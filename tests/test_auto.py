@@ -132,6 +132,8 @@ def test_an_auto_search_runs_the_portfolio_across_families_resumes_and_records_i
     assert refused.returncode == 2 and "was created with FAMILIES=cnn,transfer,autokeras, not cnn" in refused.stderr
     study = optuna.load_study(study_name="digits-auto", storage=storage)
     assert len([t for t in study.trials if t.state.is_finished()]) == 3
+    head, cnn = study.trials[:2]  # the head computed its backbone's features first: not its family's start-up
+    assert records.STARTUP_SECONDS_ATTR not in head.user_attrs and records.STARTUP_SECONDS_ATTR in cnn.user_attrs
     for trial in study.trials:
         family = trial.params["family"]
         assert all(name == "family" or name.startswith(f"{family}/") for name in trial.params)

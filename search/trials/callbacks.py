@@ -141,7 +141,9 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
     a full epoch (or after its first batch, when that alone takes longer than an epoch may).
     Optuna's pruners only act at epoch ends, which is why this is ours. ``seconds`` is the
     slowest epoch's projection so far; ``why`` names the limit; ``startup`` the seconds from the
-    timer's creation (the trial's start) to the end of the first batch.
+    timer's creation (the trial's start) to the end of the first batch; ``prepared`` whether they
+    include a preparation its space foresaw (a backbone's features to compute), which the next
+    trials of its family will not pay again.
     """
 
     def __init__(self, max_seconds: float | None = None, why: str = "", min_batches: int = 3,
@@ -149,7 +151,7 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
         super().__init__()
         self.max_seconds, self.why, self.min_batches, self.plan = max_seconds, why, min_batches, plan
         self.seconds: float | None = None
-        self.created, self.startup = time.perf_counter(), None
+        self.created, self.startup, self.prepared = time.perf_counter(), None, False
         self._began = self._since = 0.0
         self._epoch = self._first = 0
 
@@ -201,7 +203,9 @@ class EpochTimer(NotCopied, keras.callbacks.Callback):
 def check_startup(trial: optuna.Trial, timer: EpochTimer, deadline: float | None) -> None:
     """Prune a trial, before it trains, that would not end its first batch by ``deadline``
     (``time.monotonic()``) if it starts up (builds, traces) as slowly as the median of the
-    finished trials of its family: an AutoKeras model can take a minute to its first batch."""
+    finished trials of its family: an AutoKeras model can take a minute to its first batch.
+    (A trial that computed a backbone's features first recorded no start-up: ``check_preparation``
+    judges those.)"""
     if deadline is None:
         return
     family = family_of(trial)

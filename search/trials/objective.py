@@ -88,6 +88,7 @@ class Objective:
         run.log_params(trial.params, derived={**candidate.details, **epochs, "data_fraction": fraction})
         check_memory(candidate)
         check_preparation(candidate.preparation_seconds, plan)
+        timer.prepared = candidate.preparation_seconds > 0
         check_startup(trial, timer, self.deadline)
         return train(self.space, candidate, plan, self._data(fraction), trial, run, timer)
 
@@ -149,7 +150,7 @@ class Objective:
                 if timer is not None and timer.seconds is not None:
                     trial.set_user_attr(EPOCH_SECONDS_ATTR, timer.seconds)
                     run.log_metrics({EPOCH_SECONDS_ATTR: timer.seconds})
-                if timer is not None and timer.startup is not None:
+                if timer is not None and timer.startup is not None and not timer.prepared:
                     trial.set_user_attr(STARTUP_SECONDS_ATTR, timer.startup)
             # clear_session's own free_memory runs gc.collect() a second time; one is enough.
             keras.backend.clear_session(free_memory=False)
