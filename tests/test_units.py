@@ -56,11 +56,14 @@ def test_an_epoch_plan_is_cut_to_the_deadline_and_a_hopeless_first_epoch_is_refu
 def test_the_budget_stops_the_search_and_says_why():
     now = [0.0]
     budget = Budget(100, epochs=15, clock=lambda: now[0])
+    exploring = Budget(100, epochs=15, clock=lambda: now[0], exploring=0.2)  # sampled trials on a fifth
     study = optuna.create_study(direction="maximize")
     study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={records.EPOCH_SECONDS_ATTR: 10.0}))
     now[0] = 60.0  # 40 s left; the fastest trial needs 10 x 1.1 x 5 = 55 s for a third of its epochs
     study.optimize(lambda t: 0.1, n_trials=1, callbacks=[budget])  # Study.stop works from a callback only
     assert budget.ended and budget.ended_because.startswith("no trial can finish in the 40 s left")
+    study.optimize(lambda t: 0.1, n_trials=1, callbacks=[exploring])  # 11 s for a third, on a fifth of the images
+    assert not exploring.ended
     spent = Budget(10, epochs=15, clock=lambda: now[0])
     now[0] += 11
     study.optimize(lambda t: 0.1, n_trials=1, callbacks=[spent])

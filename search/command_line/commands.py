@@ -295,7 +295,8 @@ def prepare(args: Settings, *, creating: bool, data: Dataset | None = None,
                     study.enqueue_trial(params, user_attrs={FRACTION_ATTR: params.pop(FRACTION_ATTR, 1.0)})
             again = _queue_again_what_was_interrupted(study)
             study.set_user_attr(BUDGET_ATTR, total)
-    budget = Budget(seconds, ctx.settings["epochs"], total=total)  # from here: data preparation is not counted
+    budget = Budget(seconds, ctx.settings["epochs"], total=total,  # from here: data preparation is not counted
+                    exploring=_exploring(ctx.settings, data))
     return Prepared(ctx, data, study, tracker, budget, args, again)
 
 
