@@ -38,7 +38,8 @@ ENSEMBLE_OF_ATTR = "ensemble_of"  # on the ensemble step's trial: its members' t
 ENSEMBLE_WEIGHTS_ATTR = "ensemble_weights"  # and their weights (summing to 1), in that order
 STARTUP_SECONDS_ATTR = "startup_seconds"  # from the trial's start to the end of its first batch
 PARAM_COUNT_ATTR = "param_count"  # the trained model's parameters (also a metric of its run)
-FRACTION_ATTR = "data_fraction"  # the share of the training images it trained on (also a param of its run)
+# the share of the training images it trained on (also a param of its run); spaces/scale.py names it
+from imgsearch.spaces.scale import FRACTION_ATTR  # noqa: E402,F401
 PROMOTED_FROM_ATTR = "promoted_from"  # on a trial queued on all the data: the low-fidelity trial it repeats
 
 # The export's files, in RUNS_DIR/exports/<study>/ (search/results/export.py).

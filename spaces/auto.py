@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 
-from imgsearch.records import FRACTION_ATTR
+from imgsearch.spaces.scale import FRACTION_ATTR
 from imgsearch.spaces.autokeras_space import AutoKerasSpace, WEIGHTS_HOST
 from imgsearch.spaces.base import Candidate, SearchSpace
 from imgsearch.spaces.catalog import FAMILY_NAMES, parse_families

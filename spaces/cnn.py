@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from imgsearch.records import FRACTION_ATTR
+from imgsearch.spaces.scale import FRACTION_ATTR
 from imgsearch.spaces.base import Candidate, SearchSpace
 from imgsearch.spaces.common import BN_MOMENTUM, SparseCrossentropyWithSmoothing, image_input
 

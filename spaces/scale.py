@@ -24,6 +24,9 @@ from dataclasses import dataclass
 # More training images than this, counted as 32x32 ones, is large data; it is also
 # EXPLORE_IMAGES's default (search/settings.py): a sampled trial explores on this many.
 LARGE_IMAGES = 9_000
+# The key under which a starting point says the share of the training images it trains on: the
+# trial's user attr it becomes (records.FRACTION_ATTR, the same name; spaces import no search module).
+FRACTION_ATTR = "data_fraction"
 
 # Seconds a MobileNet 0.25 takes per image at 160 px for its features on 2 cores (resizing
 # included), measured on the 100-class set: 3.4 ms (50,000 images) to 3.9 ms (95,000, flipped
