@@ -25,6 +25,7 @@ import optuna
 
 from imgsearch.datasets import Dataset
 from imgsearch.records import FRACTION_ATTR, PROMOTED_FROM_ATTR
+from imgsearch.spaces.scale import DataScale
 
 # Successive halving's rate: the best third of the trials at a low fidelity are promoted.
 PROMOTE_RATE = 3
@@ -33,7 +34,7 @@ PROMOTE_RATE = 3
 def exploring_fraction(train_images: int, image_shape: tuple[int, ...], explore_images: int) -> float:
     """The share of the training images a sampled trial trains on: ``explore_images`` (EXPLORE_IMAGES;
     0: all) 32x32 images' worth of them, rounded down to a hundredth; 1.0 when the data is no larger."""
-    pixels = train_images * image_shape[0] * image_shape[1] / (32 * 32)
+    pixels = DataScale(train_images, 0, tuple(image_shape)).pixels
     if explore_images == 0 or pixels <= explore_images:
         return 1.0
     return max(0.01, math.floor(100 * explore_images / pixels) / 100)
