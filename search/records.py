@@ -8,6 +8,10 @@ next (resume, workers, export, report), so a name here changes only with a migra
 import os
 import socket
 
+# Trial user attr FRACTION_ATTR: the share of the training images it trained on (also a param of
+# its run). Named in spaces/scale.py, where a starting point says it; re-exported here.
+from imgsearch.spaces.scale import FRACTION_ATTR  # noqa: F401
+
 # The metric Optuna maximises: Keras's name for it, and the study's metric name.
 OBJECTIVE = "val_accuracy"
 OBJECTIVE_METRIC = "objective"  # MLflow metric on a complete trial's run: its value in the study
@@ -38,8 +42,6 @@ ENSEMBLE_OF_ATTR = "ensemble_of"  # on the ensemble step's trial: its members' t
 ENSEMBLE_WEIGHTS_ATTR = "ensemble_weights"  # and their weights (summing to 1), in that order
 STARTUP_SECONDS_ATTR = "startup_seconds"  # from the trial's start to the end of its first batch
 PARAM_COUNT_ATTR = "param_count"  # the trained model's parameters (also a metric of its run)
-# the share of the training images it trained on (also a param of its run); spaces/scale.py names it
-from imgsearch.spaces.scale import FRACTION_ATTR  # noqa: E402,F401
 PROMOTED_FROM_ATTR = "promoted_from"  # on a trial queued on all the data: the low-fidelity trial it repeats
 
 # The export's files, in RUNS_DIR/exports/<study>/ (search/results/export.py).

@@ -29,7 +29,7 @@ LARGE_IMAGES = 9_000
 FRACTION_ATTR = "data_fraction"
 
 # Seconds a MobileNet 0.25 takes per image at 160 px for its features on 2 cores (resizing
-# included), measured on the 100-class set: 3.4 ms (50,000 images) to 3.9 ms (95,000, flipped
+# included), measured on the 100-class set: 3.5 ms (50,000 images) to 3.9 ms (95,000, flipped
 # copies included), docs/scale.md; the rule rounds up. Other resolutions: by their pixels.
 FEATURE_SECONDS_160 = 0.004
 # The share of the budget the first trial's features may take.
